@@ -1,0 +1,51 @@
+/**
+ * The kernel interface: the only place the model code touches arithmetic on big arrays. The
+ * TypeScript backend (ts-kernels.ts) is the reference; a native backend implements the same
+ * interface and is tested against it.
+ *
+ * Layouts are row-major. Activations are float32; weights stay in their checkpoint dtype and are
+ * widened inside the kernel.
+ */
+import type { Tensor } from "../io/safetensors.js";
+
+export interface AttentionParams {
+  /** [seqQ, numHeads * headDim] */
+  q: Float32Array;
+  /** [seqK, numKvHeads * headDim]; only the first seqK rows are read. */
+  k: Float32Array;
+  v: Float32Array;
+  seqQ: number;
+  seqK: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  scale: number;
+  /**
+   * Causal masking: query i sits at absolute position `causalOffset + i` and sees keys
+   * 0..causalOffset+i. null means every query sees every key (the vision encoder).
+   */
+  causalOffset: number | null;
+}
+
+export interface Kernels {
+  readonly name: string;
+  /** y[rows, out] = x[rows, in] · Wᵀ + bias, with W of shape [out, in]. */
+  linear(x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array;
+  /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
+  rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number): Float32Array;
+  /** Row-wise LayerNorm with affine weight and bias. */
+  layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
+  /**
+   * Rotary embedding in place, "rotate half" layout: for each head, pairs (j, j + headDim/2) are
+   * rotated by cos/sin[row, j] (tables [rows, headDim/2]).
+   */
+  rope(x: Float32Array, rows: number, numHeads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
+  /** Scaled dot-product attention with grouped KV heads; returns [seqQ, numHeads * headDim]. */
+  attention(p: AttentionParams): Float32Array;
+  /** silu(gate) * up, elementwise; gate and up have the same length. */
+  siluMul(gate: Float32Array, up: Float32Array): Float32Array;
+  /** GELU in place: the tanh approximation, or the exact erf form. */
+  gelu(x: Float32Array, approximate: boolean): void;
+  /** a += b, elementwise. */
+  addInPlace(a: Float32Array, b: Float32Array): void;
+}

@@ -1,0 +1,199 @@
+/**
+ * The `smolvlm` command: a thin layer over the library. Generated text goes to stdout (or, with
+ * --json, exactly one JSON line); notices and progress go to stderr.
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { SmolVLMError } from "../errors.js";
+import { SmolVLM, type ChatRequest, type GenerateOptions } from "../smolvlm.js";
+import { ImageProcessor } from "../image/processor.js";
+import { decodeImage } from "../image/decode.js";
+
+const USAGE = `usage:
+  smolvlm run --model DIR (--prompt TEXT | --messages FILE.json) [options]
+  smolvlm preprocess --model DIR --image PATH --out FILE [--image-size N] [--no-image-splitting]
+
+run options:
+  --image PATH            an image (repeatable); fills the conversation's image slots in order
+  --image-size N          longest edge images are resized to (size.longest_edge)
+  --no-image-splitting    encode each image as one tile, without the split into sub-images
+  --max-new-tokens N      tokens to generate at most (default 512)
+  --greedy                always pick the most likely token
+  --temperature T         sample with this temperature (also --top-k, --top-p, --min-p)
+  --repetition-penalty R  discourage repeating tokens of the context (>1)
+  --seed N                seed for sampling
+  --ignore-eos            never stop at end-of-sequence: exactly --max-new-tokens tokens
+  --dtype f32             arithmetic mode (f32: exact)
+  --json                  print one JSON line {text, token_ids, prompt_token_ids, timings}
+  --logits-out FILE       write the last prompt position's logits as raw float32 (little-endian)
+`;
+
+const RUN_OPTIONS = {
+  model: { type: "string" },
+  prompt: { type: "string" },
+  messages: { type: "string" },
+  image: { type: "string", multiple: true },
+  "image-size": { type: "string" },
+  "no-image-splitting": { type: "boolean" },
+  "max-new-tokens": { type: "string" },
+  greedy: { type: "boolean" },
+  temperature: { type: "string" },
+  "top-k": { type: "string" },
+  "top-p": { type: "string" },
+  "min-p": { type: "string" },
+  "repetition-penalty": { type: "string" },
+  seed: { type: "string" },
+  "ignore-eos": { type: "boolean" },
+  dtype: { type: "string" },
+  json: { type: "boolean" },
+  "logits-out": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} satisfies ParseArgsConfig["options"];
+
+const PREPROCESS_OPTIONS = {
+  model: { type: "string" },
+  image: { type: "string" },
+  out: { type: "string" },
+  "image-size": { type: "string" },
+  "no-image-splitting": { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+} satisfies ParseArgsConfig["options"];
+
+class UsageError extends Error {}
+
+function number(name: string, value: string | undefined, integer: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === "" || !Number.isFinite(n) || (integer && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} expects ${integer ? "an integer" : "a number"}, got "${value}"`);
+  }
+  return n;
+}
+
+function required(name: string, value: string | undefined): string {
+  if (value === undefined) throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+function readMessages(path: string): ChatRequest["messages"] {
+  let value: unknown;
+  try {
+    value = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new SmolVLMError("bad_request", `cannot read messages: ${(e as Error).message}`, path);
+  }
+  if (!Array.isArray(value)) throw new SmolVLMError("bad_request", "expected a JSON array of chat messages", path);
+  return value as ChatRequest["messages"];
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args, options: RUN_OPTIONS, strict: true, allowPositionals: false });
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const model = required("model", v.model);
+  if ((v.prompt === undefined) === (v.messages === undefined)) throw new UsageError("give exactly one of --prompt and --messages");
+  if (v.dtype !== undefined && v.dtype !== "f32") throw new UsageError(`--dtype ${v.dtype} is not available in this build (available: f32)`);
+  const request: ChatRequest = {
+    prompt: v.prompt,
+    messages: v.messages !== undefined ? readMessages(v.messages) : undefined,
+    images: v.image ?? [],
+    imageSize: number("image-size", v["image-size"], true),
+    imageSplitting: v["no-image-splitting"] ? false : undefined,
+  };
+  const options: GenerateOptions = {
+    maxNewTokens: number("max-new-tokens", v["max-new-tokens"], true),
+    greedy: v.greedy ? true : undefined,
+    temperature: number("temperature", v.temperature, false),
+    topK: number("top-k", v["top-k"], true),
+    topP: number("top-p", v["top-p"], false),
+    minP: number("min-p", v["min-p"], false),
+    repetitionPenalty: number("repetition-penalty", v["repetition-penalty"], false),
+    seed: number("seed", v.seed, true),
+    ignoreEos: v["ignore-eos"] === true,
+    returnPromptLogits: v["logits-out"] !== undefined,
+  };
+  const vlm = await SmolVLM.load(model, { dtype: "f32" });
+  if (!v.json) process.stderr.write(`loaded ${model} in ${vlm.loadMs.toFixed(0)} ms\n`);
+
+  const stream = vlm.stream(request, options);
+  let step = await stream.next();
+  while (!step.done) {
+    if (!v.json) process.stdout.write(step.value);
+    step = await stream.next();
+  }
+  const result = step.value;
+  if (v["logits-out"] !== undefined && result.promptLogits) {
+    const l = result.promptLogits;
+    writeFileSync(v["logits-out"], new Uint8Array(l.buffer, l.byteOffset, l.byteLength));
+  }
+  if (v.json) {
+    process.stdout.write(
+      JSON.stringify({
+        text: result.text,
+        token_ids: result.tokenIds,
+        prompt_token_ids: result.promptTokenIds,
+        finish_reason: result.finishReason,
+        timings: result.timings,
+      }) + "\n",
+    );
+  } else {
+    process.stdout.write("\n");
+    const t = result.timings;
+    process.stderr.write(
+      `${t.prompt_tokens} prompt tokens (${t.image_tiles} image tiles), ${t.generated_tokens} generated; ` +
+        `vision ${t.vision_ms.toFixed(0)} ms, prefill ${t.prefill_ms.toFixed(0)} ms, first token ${t.ttft_ms.toFixed(0)} ms, ${t.decode_tokens_per_s.toFixed(1)} tokens/s\n`,
+    );
+  }
+  return 0;
+}
+
+async function preprocess(args: string[]): Promise<number> {
+  const { values: v } = parseArgs({ args, options: PREPROCESS_OPTIONS, strict: true, allowPositionals: false });
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const processor = ImageProcessor.fromModelDir(required("model", v.model));
+  const image = await decodeImage(required("image", v.image));
+  const out = processor.process(image, {
+    longestEdge: number("image-size", v["image-size"], true),
+    doImageSplitting: v["no-image-splitting"] ? false : undefined,
+  });
+  const pv = out.pixelValues;
+  writeFileSync(required("out", v.out), new Uint8Array(pv.buffer, pv.byteOffset, pv.byteLength));
+  process.stdout.write(JSON.stringify({ shape: [out.tiles, 3, out.height, out.width], rows: out.rows, cols: out.cols }) + "\n");
+  return 0;
+}
+
+/** Runs the CLI; resolves to the process exit code. User errors print one line, never a stack. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "run":
+        return await run(rest);
+      case "preprocess":
+        return await preprocess(rest);
+      case undefined:
+      case "-h":
+      case "--help":
+      case "help":
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS"))) {
+      process.stderr.write(`smolvlm: ${e.message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (e instanceof SmolVLMError || e instanceof RangeError) {
+      process.stderr.write(`smolvlm: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+}

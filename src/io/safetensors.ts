@@ -1,0 +1,168 @@
+/**
+ * safetensors reader. Each tensor is read into its own typed array in the checkpoint's dtype
+ * (BF16/F16 stay 16-bit: no float32 copy of the model), so there is no limit from the size of a
+ * single Node Buffer and every array is correctly aligned whatever the file's offsets are.
+ */
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { SmolVLMError } from "../errors.js";
+
+export type DType = "F32" | "BF16" | "F16";
+
+export interface Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  /** F32 -> Float32Array; BF16/F16 -> raw 16-bit words. */
+  readonly data: Float32Array | Uint16Array;
+}
+
+interface HeaderEntry {
+  dtype: string;
+  shape: number[];
+  data_offsets: [number, number];
+}
+
+const BYTES_PER_ELEMENT: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+function fail(file: string, message: string): never {
+  throw new SmolVLMError("bad_weights", message, file);
+}
+
+/** Reads exactly `length` bytes at `position`, or fails with a message naming the file. */
+function readExactly(fd: number, file: string, target: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < target.byteLength) {
+    const n = readSync(fd, target, done, target.byteLength - done, position + done);
+    if (n === 0) fail(file, `file ends early while reading ${target.byteLength} bytes at offset ${position} (truncated download?)`);
+    done += n;
+  }
+}
+
+function parseHeader(fd: number, file: string, fileSize: number): { entries: Map<string, HeaderEntry>; dataStart: number } {
+  if (fileSize < 8) fail(file, `only ${fileSize} bytes: not a safetensors file (truncated?)`);
+  const lenBuf = new Uint8Array(8);
+  readExactly(fd, file, lenBuf, 0);
+  const headerLen = Number(new DataView(lenBuf.buffer).getBigUint64(0, true));
+  if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize) {
+    fail(file, `header length ${headerLen} runs past the end of the ${fileSize}-byte file (truncated or not safetensors)`);
+  }
+  const headerBytes = new Uint8Array(headerLen);
+  readExactly(fd, file, headerBytes, 8);
+  let header: unknown;
+  try {
+    header = JSON.parse(new TextDecoder().decode(headerBytes));
+  } catch (e) {
+    fail(file, `header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof header !== "object" || header === null || Array.isArray(header)) fail(file, "header is not a JSON object");
+  const entries = new Map<string, HeaderEntry>();
+  for (const [name, value] of Object.entries(header as Record<string, unknown>)) {
+    if (name === "__metadata__") continue;
+    entries.set(name, validateEntry(file, name, value));
+  }
+  return { entries, dataStart: 8 + headerLen };
+}
+
+function validateEntry(file: string, name: string, value: unknown): HeaderEntry {
+  const v = value as Partial<HeaderEntry> | null;
+  if (!v || typeof v.dtype !== "string" || !Array.isArray(v.shape) || !Array.isArray(v.data_offsets) || v.data_offsets.length !== 2) {
+    fail(file, `tensor "${name}" has a malformed header entry`);
+  }
+  if (!v.shape.every((d) => Number.isInteger(d) && d >= 0)) fail(file, `tensor "${name}" has an invalid shape ${JSON.stringify(v.shape)}`);
+  const [begin, end] = v.data_offsets;
+  if (!Number.isInteger(begin) || !Number.isInteger(end) || begin < 0 || end < begin) {
+    fail(file, `tensor "${name}" has invalid data offsets ${JSON.stringify(v.data_offsets)}`);
+  }
+  return v as HeaderEntry;
+}
+
+function isSupported(dtype: string): dtype is DType {
+  return dtype === "F32" || dtype === "BF16" || dtype === "F16";
+}
+
+/** A lazily-read safetensors file: the header is parsed at open, tensors are read on demand. */
+export class SafetensorsFile {
+  readonly path: string;
+  private readonly fd: number;
+  private readonly entries: Map<string, HeaderEntry>;
+  private readonly dataStart: number;
+  private readonly fileSize: number;
+
+  private constructor(path: string, fd: number, fileSize: number) {
+    this.path = path;
+    this.fd = fd;
+    this.fileSize = fileSize;
+    const { entries, dataStart } = parseHeader(fd, path, fileSize);
+    this.entries = entries;
+    this.dataStart = dataStart;
+  }
+
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = openSync(path, "r");
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new SmolVLMError("bad_weights", code === "ENOENT" ? "weights file not found" : `cannot open weights (${code})`, path);
+    }
+    try {
+      return new SafetensorsFile(path, fd, fstatSync(fd).size);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+  }
+
+  names(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.entries.has(name);
+  }
+
+  read(name: string): Tensor {
+    const entry = this.entries.get(name);
+    if (!entry) fail(this.path, `tensor "${name}" not found`);
+    if (!isSupported(entry.dtype)) fail(this.path, `tensor "${name}" has dtype ${entry.dtype}; supported: F32, BF16, F16`);
+    const dtype = entry.dtype;
+    const count = entry.shape.reduce((a, b) => a * b, 1);
+    const [begin, end] = entry.data_offsets;
+    if (end - begin !== count * BYTES_PER_ELEMENT[dtype]) {
+      fail(this.path, `tensor "${name}" has ${end - begin} bytes but shape ${JSON.stringify(entry.shape)} of ${dtype} needs ${count * BYTES_PER_ELEMENT[dtype]}`);
+    }
+    if (this.dataStart + end > this.fileSize) {
+      fail(this.path, `tensor "${name}" ends at byte ${this.dataStart + end}, past the end of the ${this.fileSize}-byte file (truncated?)`);
+    }
+    const data = dtype === "F32" ? new Float32Array(count) : new Uint16Array(count);
+    readExactly(this.fd, this.path, new Uint8Array(data.buffer), this.dataStart + begin);
+    return { dtype, shape: entry.shape, data };
+  }
+
+  close(): void {
+    closeSync(this.fd);
+  }
+}
+
+/** Writes tensors as a safetensors file (used by tests to build small checkpoints). */
+export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const [name, t] of Object.entries(tensors)) {
+    const bytes = t.data.byteLength;
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  while ((8 + new TextEncoder().encode(json).length) % 8 !== 0) json += " ";
+  const headerBytes = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + headerBytes.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  let pos = 8 + headerBytes.length;
+  for (const t of Object.values(tensors)) {
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), pos);
+    pos += t.data.byteLength;
+  }
+  return out;
+}

@@ -1,0 +1,130 @@
+/**
+ * The SmolLM2 / Llama text decoder: token embeddings, pre-norm blocks of grouped-query attention
+ * with rotary positions and a SiLU-gated MLP, a final RMSNorm and the language-model head.
+ */
+import type { TextConfig } from "../io/config.js";
+import type { WeightStore } from "../io/checkpoint.js";
+import type { Tensor } from "../io/safetensors.js";
+import type { Kernels } from "../backend/kernels.js";
+import { toFloat32, widenRows } from "../backend/dtype.js";
+import { RotaryTable } from "./rope.js";
+import { KVCache } from "./kv-cache.js";
+
+interface DecoderLayer {
+  inputNorm: Float32Array;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  o: Tensor;
+  postAttentionNorm: Float32Array;
+  gate: Tensor;
+  up: Tensor;
+  down: Tensor;
+}
+
+const PREFIX = "model.text_model";
+
+function loadLayer(store: WeightStore, c: TextConfig, i: number): DecoderLayer {
+  const p = `${PREFIX}.layers.${i}`;
+  const h = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  return {
+    inputNorm: toFloat32(store.get(`${p}.input_layernorm.weight`, [h])),
+    q: store.get(`${p}.self_attn.q_proj.weight`, [qDim, h]),
+    k: store.get(`${p}.self_attn.k_proj.weight`, [kvDim, h]),
+    v: store.get(`${p}.self_attn.v_proj.weight`, [kvDim, h]),
+    o: store.get(`${p}.self_attn.o_proj.weight`, [h, qDim]),
+    postAttentionNorm: toFloat32(store.get(`${p}.post_attention_layernorm.weight`, [h])),
+    gate: store.get(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, h]),
+    up: store.get(`${p}.mlp.up_proj.weight`, [c.intermediateSize, h]),
+    down: store.get(`${p}.mlp.down_proj.weight`, [h, c.intermediateSize]),
+  };
+}
+
+export class TextDecoder {
+  readonly config: TextConfig;
+  private readonly kernels: Kernels;
+  private readonly embedTokens: Tensor;
+  private readonly layers: DecoderLayer[];
+  private readonly finalNorm: Float32Array;
+  private readonly lmHead: Tensor;
+  private readonly rotary: RotaryTable;
+
+  constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels) {
+    this.config = config;
+    this.kernels = kernels;
+    const h = config.hiddenSize;
+    this.embedTokens = store.get(`${PREFIX}.embed_tokens.weight`, [config.vocabSize, h]);
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, config, i));
+    this.finalNorm = toFloat32(store.get(`${PREFIX}.norm.weight`, [h]));
+    // A checkpoint with tied embeddings has no lm_head tensor; some untied exports omit it too.
+    this.lmHead = !tieWordEmbeddings && store.has("lm_head.weight") ? store.get("lm_head.weight", [config.vocabSize, h]) : this.embedTokens;
+    this.rotary = new RotaryTable(config.headDim, config.rope);
+  }
+
+  newCache(): KVCache {
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim);
+  }
+
+  /** Embedding rows for the given token ids: [ids.length, hidden]. */
+  embed(ids: readonly number[]): Float32Array {
+    const h = this.config.hiddenSize;
+    const out = new Float32Array(ids.length * h);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary (size ${this.config.vocabSize})`);
+      widenRows(this.embedTokens, id, 1, out.subarray(i * h, (i + 1) * h));
+    }
+    return out;
+  }
+
+  /**
+   * Runs `rows` new positions (input embeddings [rows, hidden]) after the `cache.length` already
+   * cached, appends their keys and values, and returns the logits of the last position, or of
+   * every position when `allLogits` is set ([rows or 1, vocab]).
+   */
+  forward(embeds: Float32Array, rows: number, cache: KVCache, allLogits = false): Float32Array {
+    const k = this.kernels;
+    const start = cache.length;
+    const { cos, sin } = this.rotary.tables(start, rows);
+    const x = embeds.slice(0, rows * this.config.hiddenSize);
+    for (let l = 0; l < this.layers.length; l++) {
+      const layer = this.layers[l]!;
+      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, this.config.rmsNormEps), rows, start, cache, cos, sin);
+      k.addInPlace(x, attn);
+      const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, this.config.rmsNormEps);
+      const act = k.siluMul(k.linear(normed, rows, layer.gate), k.linear(normed, rows, layer.up));
+      k.addInPlace(x, k.linear(act, rows, layer.down));
+    }
+    cache.length = start + rows;
+    const h = this.config.hiddenSize;
+    const tail = allLogits ? x : x.subarray((rows - 1) * h, rows * h);
+    const tailRows = allLogits ? rows : 1;
+    return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, this.config.rmsNormEps), tailRows, this.lmHead);
+  }
+
+  private attention(layer: DecoderLayer, index: number, x: Float32Array, rows: number, start: number, cache: KVCache, cos: Float32Array, sin: Float32Array): Float32Array {
+    const c = this.config;
+    const k = this.kernels;
+    const q = k.linear(x, rows, layer.q);
+    const key = k.linear(x, rows, layer.k);
+    const value = k.linear(x, rows, layer.v);
+    k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
+    k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
+    cache.write(index, start, key, value, rows);
+    const out = k.attention({
+      q,
+      k: cache.layerKeys(index),
+      v: cache.layerValues(index),
+      seqQ: rows,
+      seqK: start + rows,
+      numHeads: c.numHeads,
+      numKvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      scale: 1 / Math.sqrt(c.headDim),
+      causalOffset: start,
+    });
+    return k.linear(out, rows, layer.o);
+  }
+}

@@ -1,0 +1,144 @@
+/**
+ * The SigLIP vision encoder of Idefics3: a strided-convolution patch embedding, learned position
+ * embeddings, pre-norm transformer blocks (bidirectional attention, GELU-tanh MLP) and a final
+ * layer norm. Each tile is encoded on its own; the processor always hands over full square tiles,
+ * so every patch is real and position ids are simply 0..patches-1.
+ */
+import type { VisionConfig } from "../io/config.js";
+import type { WeightStore } from "../io/checkpoint.js";
+import type { Tensor } from "../io/safetensors.js";
+import type { Kernels } from "../backend/kernels.js";
+import { toFloat32 } from "../backend/dtype.js";
+
+interface Linear {
+  weight: Tensor;
+  bias: Float32Array;
+}
+
+interface EncoderLayer {
+  norm1: { weight: Float32Array; bias: Float32Array };
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  out: Linear;
+  norm2: { weight: Float32Array; bias: Float32Array };
+  fc1: Linear;
+  fc2: Linear;
+}
+
+const PREFIX = "model.vision_model";
+
+function linear(store: WeightStore, name: string, outDim: number, inDim: number): Linear {
+  return { weight: store.get(`${name}.weight`, [outDim, inDim]), bias: toFloat32(store.get(`${name}.bias`, [outDim])) };
+}
+
+function norm(store: WeightStore, name: string, dim: number): { weight: Float32Array; bias: Float32Array } {
+  return { weight: toFloat32(store.get(`${name}.weight`, [dim])), bias: toFloat32(store.get(`${name}.bias`, [dim])) };
+}
+
+function loadLayer(store: WeightStore, c: VisionConfig, i: number): EncoderLayer {
+  const p = `${PREFIX}.encoder.layers.${i}`;
+  const h = c.hiddenSize;
+  return {
+    norm1: norm(store, `${p}.layer_norm1`, h),
+    q: linear(store, `${p}.self_attn.q_proj`, h, h),
+    k: linear(store, `${p}.self_attn.k_proj`, h, h),
+    v: linear(store, `${p}.self_attn.v_proj`, h, h),
+    out: linear(store, `${p}.self_attn.out_proj`, h, h),
+    norm2: norm(store, `${p}.layer_norm2`, h),
+    fc1: linear(store, `${p}.mlp.fc1`, c.intermediateSize, h),
+    fc2: linear(store, `${p}.mlp.fc2`, h, c.intermediateSize),
+  };
+}
+
+export class VisionEncoder {
+  readonly config: VisionConfig;
+  /** Patches per side of a tile (the remainder of imageSize / patchSize is dropped, as the convolution does). */
+  readonly patchesPerSide: number;
+  private readonly kernels: Kernels;
+  private readonly patchEmbedding: Linear;
+  private readonly positionEmbedding: Float32Array;
+  private readonly layers: EncoderLayer[];
+  private readonly postNorm: { weight: Float32Array; bias: Float32Array };
+
+  constructor(store: WeightStore, config: VisionConfig, kernels: Kernels) {
+    this.config = config;
+    this.kernels = kernels;
+    const h = config.hiddenSize;
+    const p = config.patchSize;
+    this.patchesPerSide = Math.floor(config.imageSize / p);
+    const patchWeight = store.get(`${PREFIX}.embeddings.patch_embedding.weight`, [h, config.numChannels, p, p]);
+    // The convolution's kernel, flattened to [hidden, channels*p*p], is a plain linear layer over patches.
+    this.patchEmbedding = {
+      weight: { dtype: patchWeight.dtype, shape: [h, config.numChannels * p * p], data: patchWeight.data },
+      bias: toFloat32(store.get(`${PREFIX}.embeddings.patch_embedding.bias`, [h])),
+    };
+    this.positionEmbedding = toFloat32(store.get(`${PREFIX}.embeddings.position_embedding.weight`, [this.patchesPerSide ** 2, h]));
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, config, i));
+    this.postNorm = norm(store, `${PREFIX}.post_layernorm`, h);
+  }
+
+  get patchesPerTile(): number {
+    return this.patchesPerSide * this.patchesPerSide;
+  }
+
+  /** Encodes one tile given as [channels, size, size] float32; returns [patches, hidden]. */
+  encodeTile(pixels: Float32Array, size: number): Float32Array {
+    const k = this.kernels;
+    const c = this.config;
+    const n = this.patchesPerTile;
+    const x = k.linear(this.patchify(pixels, size), n, this.patchEmbedding.weight, this.patchEmbedding.bias);
+    k.addInPlace(x, this.positionEmbedding);
+    for (const layer of this.layers) {
+      k.addInPlace(x, this.attention(layer, k.layerNorm(x, n, layer.norm1.weight, layer.norm1.bias, c.layerNormEps)));
+      const hidden = k.linear(k.layerNorm(x, n, layer.norm2.weight, layer.norm2.bias, c.layerNormEps), n, layer.fc1.weight, layer.fc1.bias);
+      k.gelu(hidden, c.hiddenAct === "gelu_pytorch_tanh");
+      k.addInPlace(x, k.linear(hidden, n, layer.fc2.weight, layer.fc2.bias));
+    }
+    return k.layerNorm(x, n, this.postNorm.weight, this.postNorm.bias, c.layerNormEps);
+  }
+
+  /** Gathers each patch as a row [channel][ky][kx], the order of the convolution kernel. */
+  private patchify(pixels: Float32Array, size: number): Float32Array {
+    const { patchSize: p, numChannels: ch } = this.config;
+    const side = this.patchesPerSide;
+    if (pixels.length !== ch * size * size || Math.floor(size / p) !== side) {
+      throw new RangeError(`tile of ${pixels.length} values (size ${size}) does not fit the vision encoder (${ch}x${this.config.imageSize}x${this.config.imageSize})`);
+    }
+    const rowLen = ch * p * p;
+    const out = new Float32Array(side * side * rowLen);
+    for (let py = 0; py < side; py++) {
+      for (let px = 0; px < side; px++) {
+        let o = (py * side + px) * rowLen;
+        for (let c = 0; c < ch; c++) {
+          for (let ky = 0; ky < p; ky++) {
+            const src = c * size * size + (py * p + ky) * size + px * p;
+            out.set(pixels.subarray(src, src + p), o);
+            o += p;
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  private attention(layer: EncoderLayer, x: Float32Array): Float32Array {
+    const k = this.kernels;
+    const n = this.patchesPerTile;
+    const heads = this.config.numHeads;
+    const headDim = this.config.hiddenSize / heads;
+    const out = k.attention({
+      q: k.linear(x, n, layer.q.weight, layer.q.bias),
+      k: k.linear(x, n, layer.k.weight, layer.k.bias),
+      v: k.linear(x, n, layer.v.weight, layer.v.bias),
+      seqQ: n,
+      seqK: n,
+      numHeads: heads,
+      numKvHeads: heads,
+      headDim,
+      scale: 1 / Math.sqrt(headDim),
+      causalOffset: null,
+    });
+    return k.linear(out, n, layer.out.weight, layer.out.bias);
+  }
+}

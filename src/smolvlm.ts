@@ -1,0 +1,312 @@
+/**
+ * The public entry point: a loaded SmolVLM checkpoint that turns chat messages and images into
+ * generated text. The CLI and the server are thin layers over this class.
+ *
+ * One request flows: messages -> chat template -> images decoded and tiled -> `<image>` markers
+ * expanded -> token ids -> vision encoder + connector -> prompt embeddings -> prefill -> decode
+ * loop (sampler, stop conditions, streamed text).
+ */
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { SmolVLMError } from "./errors.js";
+import { loadModelConfig, parseGenerationConfig, readJsonFile, type GenerationDefaults, type ModelConfig } from "./io/config.js";
+import { WeightStore } from "./io/checkpoint.js";
+import { Tokenizer } from "./tokenizer/tokenizer.js";
+import { ChatTemplate, normalizeMessages, type ChatMessage, type ContentPart } from "./tokenizer/chat-template.js";
+import { decodeImage } from "./image/decode.js";
+import { ImageProcessor } from "./image/processor.js";
+import { expandImageTokens } from "./image/prompt.js";
+import { Idefics3Model } from "./model/idefics3.js";
+import type { KVCache } from "./model/kv-cache.js";
+import type { Kernels } from "./backend/kernels.js";
+import { tsKernels } from "./backend/ts-kernels.js";
+import { Sampler } from "./generation/sampler.js";
+import { TextStream } from "./generation/text-stream.js";
+
+/** An image as a file path, a `data:` URI, or encoded bytes (JPEG, PNG, WebP, GIF, TIFF, AVIF). */
+export type ImageInput = string | Uint8Array;
+
+export type DTypeMode = "f32";
+
+export interface LoadOptions {
+  /** Arithmetic mode; "f32" (weights widened to float32 in the kernels) is the exact mode. */
+  dtype?: DTypeMode;
+  /** Overrides the kernel backend (tests use this to compare backends). */
+  kernels?: Kernels;
+}
+
+export interface ChatRequest {
+  /** A conversation in the Hugging Face chat format; or use `prompt` for a single user turn. */
+  messages?: ChatMessage[];
+  /** One user turn: the images first, then this text (as in the model card). */
+  prompt?: string;
+  /** Images that fill the conversation's image parts, in order. */
+  images?: ImageInput[];
+  /** `size.longest_edge` of the image processor (default from the checkpoint). */
+  imageSize?: number;
+  /** Split large images into tiles plus a global view (default from the checkpoint). */
+  imageSplitting?: boolean;
+  /** Refuse images with more pixels than this before decoding them. */
+  maxImagePixels?: number;
+}
+
+export interface GenerateOptions {
+  maxNewTokens?: number;
+  /** Greedy decoding; the default follows generation_config.json's do_sample. */
+  greedy?: boolean;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repetitionPenalty?: number;
+  seed?: number;
+  /** Never choose an EOS id (their logits are masked), so exactly maxNewTokens come out. */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+  /** Keep the logits of the last prompt position in the result. */
+  returnPromptLogits?: boolean;
+}
+
+export interface Timings {
+  load_ms: number;
+  image_decode_ms: number;
+  preprocess_ms: number;
+  vision_ms: number;
+  prefill_ms: number;
+  ttft_ms: number;
+  decode_ms: number;
+  decode_tokens_per_s: number;
+  total_ms: number;
+  prompt_tokens: number;
+  generated_tokens: number;
+  image_tiles: number;
+}
+
+export type FinishReason = "stop" | "length" | "abort";
+
+export interface GenerationResult {
+  text: string;
+  tokenIds: number[];
+  promptTokenIds: number[];
+  finishReason: FinishReason;
+  timings: Timings;
+  promptLogits?: Float32Array;
+}
+
+/** A request made ready for the model: the expanded prompt, its ids and its tiles. */
+export interface PreparedPrompt {
+  prompt: string;
+  inputIds: number[];
+  tiles: { data: Float32Array; count: number; size: number } | null;
+  grids: { rows: number; cols: number }[];
+  imageDecodeMs: number;
+  preprocessMs: number;
+}
+
+const now = () => performance.now();
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export class SmolVLM {
+  readonly dir: string;
+  readonly config: ModelConfig;
+  readonly tokenizer: Tokenizer;
+  readonly chatTemplate: ChatTemplate;
+  readonly imageProcessor: ImageProcessor;
+  readonly generationDefaults: GenerationDefaults;
+  readonly model: Idefics3Model;
+  readonly loadMs: number;
+
+  private constructor(dir: string, options: LoadOptions) {
+    const start = now();
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new SmolVLMError("not_found", "model folder not found", dir);
+    this.dir = dir;
+    this.config = loadModelConfig(join(dir, "config.json"));
+    const genPath = join(dir, "generation_config.json");
+    this.generationDefaults = parseGenerationConfig(existsSync(genPath) ? readJsonFile(genPath) : undefined, []);
+    this.tokenizer = Tokenizer.fromModelDir(dir);
+    this.chatTemplate = ChatTemplate.fromModelDir(dir);
+    this.imageProcessor = ImageProcessor.fromModelDir(dir);
+    const store = WeightStore.fromDir(dir);
+    try {
+      this.model = new Idefics3Model(store, this.config, options.kernels ?? tsKernels);
+    } finally {
+      store.close();
+    }
+    if (this.imageProcessor.tileSize !== this.config.vision.imageSize) {
+      throw new SmolVLMError(
+        "bad_config",
+        `the processor makes ${this.imageProcessor.tileSize}px tiles but the vision encoder expects ${this.config.vision.imageSize}px (preprocessor_config.json max_image_size)`,
+        dir,
+      );
+    }
+    this.loadMs = now() - start;
+  }
+
+  /** Loads a checkpoint folder (config, tokenizer, processor files and safetensors weights). */
+  static async load(dir: string, options: LoadOptions = {}): Promise<SmolVLM> {
+    if (options.dtype !== undefined && options.dtype !== "f32") {
+      throw new SmolVLMError("bad_request", `dtype "${String(options.dtype)}" is not available in this build (available: f32)`);
+    }
+    return new SmolVLM(dir, options);
+  }
+
+  /** The conversation a request describes, with every image part paired with its image. */
+  private conversation(request: ChatRequest): { messages: ChatMessage[]; images: ImageInput[] } {
+    if ((request.messages === undefined) === (request.prompt === undefined)) {
+      throw new SmolVLMError("bad_request", "give either messages or prompt (exactly one)");
+    }
+    const extra = [...(request.images ?? [])];
+    const messages =
+      request.messages !== undefined
+        ? normalizeMessages(request.messages)
+        : [{ role: "user", content: [...extra.map((): ContentPart => ({ type: "image" })), { type: "text" as const, text: request.prompt! }] }];
+    const images: ImageInput[] = [];
+    let next = 0;
+    for (const m of messages) {
+      if (typeof m.content === "string") continue;
+      for (const part of m.content) {
+        if (part.type !== "image") continue;
+        const own = part.image;
+        if (typeof own === "string" || own instanceof Uint8Array) images.push(own);
+        else if (next < extra.length) images.push(extra[next++]!);
+        else throw new SmolVLMError("bad_request", `the conversation has more image slots than images: ${extra.length} image(s) given`);
+      }
+    }
+    if (next < extra.length) {
+      throw new SmolVLMError("bad_request", `${extra.length} image(s) given but the conversation has only ${next} image slot(s) to put them in`);
+    }
+    return { messages, images };
+  }
+
+  /** Renders, preprocesses and tokenizes a request without running the model. */
+  async prepare(request: ChatRequest): Promise<PreparedPrompt> {
+    const { messages, images } = this.conversation(request);
+    const rendered = this.chatTemplate.render(messages, { addGenerationPrompt: true });
+    const t0 = now();
+    const decoded = [];
+    for (const img of images) decoded.push(await decodeImage(img, { maxPixels: request.maxImagePixels }));
+    const t1 = now();
+    const overrides = { longestEdge: request.imageSize, doImageSplitting: request.imageSplitting };
+    const processed = decoded.map((img) => this.imageProcessor.process(img, overrides));
+    const prompt = expandImageTokens(rendered, processed, { imageSeqLen: this.model.imageTokensPerTile });
+    const inputIds = this.tokenizer.encode(prompt);
+    const t2 = now();
+    let tiles: PreparedPrompt["tiles"] = null;
+    if (processed.length > 0) {
+      const count = processed.reduce((n, p) => n + p.tiles, 0);
+      const data = new Float32Array(processed.reduce((n, p) => n + p.pixelValues.length, 0));
+      let offset = 0;
+      for (const p of processed) {
+        data.set(p.pixelValues, offset);
+        offset += p.pixelValues.length;
+      }
+      tiles = { data, count, size: processed[0]!.height };
+    }
+    return { prompt, inputIds, tiles, grids: processed.map((p) => ({ rows: p.rows, cols: p.cols })), imageDecodeMs: t1 - t0, preprocessMs: t2 - t1 };
+  }
+
+  private samplerFor(options: GenerateOptions): Sampler {
+    const d = this.generationDefaults;
+    const greedy = options.greedy ?? (options.temperature !== undefined || options.topP !== undefined || options.topK !== undefined ? false : !d.doSample);
+    return new Sampler({
+      greedy,
+      temperature: options.temperature ?? d.temperature,
+      topK: options.topK ?? d.topK,
+      topP: options.topP ?? d.topP,
+      minP: options.minP ?? 0,
+      repetitionPenalty: options.repetitionPenalty ?? d.repetitionPenalty,
+      seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
+    });
+  }
+
+  /**
+   * Streams the answer as text deltas; the generator's return value is the full result.
+   * Text is yielded as soon as it is complete (multi-byte characters are never split).
+   */
+  async *stream(request: ChatRequest, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
+    const start = now();
+    const prepared = await this.prepare(request);
+    const sampler = this.samplerFor(options);
+    const maxNewTokens = options.maxNewTokens ?? this.generationDefaults.maxNewTokens ?? 512;
+    if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SmolVLMError("bad_request", `max_new_tokens must be a non-negative integer, got ${maxNewTokens}`);
+    const eos = this.generationDefaults.eosTokenIds;
+    await yieldToEventLoop();
+
+    const t0 = now();
+    const features = prepared.tiles ? this.model.encodeImages({ data: prepared.tiles.data, tiles: prepared.tiles.count, size: prepared.tiles.size }) : null;
+    const t1 = now();
+    const cache: KVCache = this.model.text.newCache();
+    const ids = prepared.inputIds;
+    let logits = this.model.forward(this.model.embedPrompt(ids, features), ids.length, cache);
+    const t2 = now();
+    const promptLogits = options.returnPromptLogits ? logits.slice() : undefined;
+
+    const generated: number[] = [];
+    const text = new TextStream(this.tokenizer);
+    const context = [...ids];
+    let finishReason: FinishReason = "length";
+    let firstTokenAt = t2;
+    let lastTokenAt = t2;
+    let pieces = "";
+    while (generated.length < maxNewTokens) {
+      if (options.signal?.aborted) {
+        finishReason = "abort";
+        break;
+      }
+      const token = sampler.pick(logits, options.ignoreEos ? eos : [], context);
+      lastTokenAt = now();
+      if (generated.length === 0) firstTokenAt = lastTokenAt;
+      if (!options.ignoreEos && eos.includes(token)) {
+        finishReason = "stop";
+        break;
+      }
+      generated.push(token);
+      context.push(token);
+      const delta = text.push(token);
+      if (delta) {
+        pieces += delta;
+        yield delta;
+      }
+      if (generated.length === maxNewTokens) break;
+      logits = this.model.forward(this.model.text.embed([token]), 1, cache);
+      await yieldToEventLoop();
+    }
+    const tail = text.flush();
+    if (tail) {
+      pieces += tail;
+      yield tail;
+    }
+    const end = now();
+    const decodeMs = lastTokenAt - firstTokenAt;
+    return {
+      text: pieces,
+      tokenIds: generated,
+      promptTokenIds: ids,
+      finishReason,
+      promptLogits,
+      timings: {
+        load_ms: this.loadMs,
+        image_decode_ms: prepared.imageDecodeMs,
+        preprocess_ms: prepared.preprocessMs,
+        vision_ms: t1 - t0,
+        prefill_ms: t2 - t1,
+        ttft_ms: firstTokenAt - start,
+        decode_ms: decodeMs,
+        decode_tokens_per_s: generated.length > 1 && decodeMs > 0 ? ((generated.length - 1) * 1000) / decodeMs : 0,
+        total_ms: end - start,
+        prompt_tokens: ids.length,
+        generated_tokens: generated.length,
+        image_tiles: prepared.tiles?.count ?? 0,
+      },
+    };
+  }
+
+  /** Runs a request to completion. */
+  async generate(request: ChatRequest, options: GenerateOptions = {}): Promise<GenerationResult> {
+    const it = this.stream(request, options);
+    for (;;) {
+      const step = await it.next();
+      if (step.done) return step.value;
+    }
+  }
+}

@@ -1,0 +1,37 @@
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The fixtures copied from ../shared/fixtures live in test/fixtures (source tree, not dist). */
+export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures");
+
+export function fixturePath(...parts: string[]): string {
+  return join(FIXTURES, ...parts);
+}
+
+export function readJson<T = unknown>(...parts: string[]): T {
+  return JSON.parse(readFileSync(fixturePath(...parts), "utf8")) as T;
+}
+
+/** Reads a raw little-endian float32 file (the fixtures' .f32 format). */
+export function readF32(...parts: string[]): Float32Array {
+  const buf = readFileSync(fixturePath(...parts));
+  const out = new Float32Array(buf.byteLength / 4);
+  for (let i = 0; i < out.length; i++) out[i] = buf.readFloatLE(i * 4);
+  return out;
+}
+
+/** ||a - b|| / ||b||, the relative L2 error used by every numeric comparison. */
+export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new Error(`length mismatch: ${a.length} vs ${b.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < b.length; i++) {
+    const d = a[i]! - b[i]!;
+    num += d * d;
+    den += b[i]! * b[i]!;
+  }
+  return Math.sqrt(num / den);
+}
+
+export const TINY_MODELS = ["tiny-bf16", "tiny-384-bf16"] as const;

@@ -1,0 +1,102 @@
+/**
+ * The model against the Python reference, apart from preprocessing: fixture input ids and pixel
+ * values in, logits and image features out.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadModelConfig } from "../src/io/config.js";
+import { WeightStore } from "../src/io/checkpoint.js";
+import { Idefics3Model } from "../src/model/idefics3.js";
+import { tsKernels } from "../src/backend/ts-kernels.js";
+import { argmax } from "../src/generation/sampler.js";
+import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
+
+export interface FixtureCase {
+  model: string;
+  images: string[];
+  processor_kwargs: { size?: { longest_edge: number }; do_image_splitting?: boolean };
+  prompt: string;
+  conversation: unknown[];
+  input_ids: number[];
+  pixel_values_shape?: number[];
+  pixel_values_file?: string;
+  image_hidden_states_file?: string;
+  image_hidden_states_shape?: number[];
+  logits_last_file: string;
+  top5_ids_per_position: number[][];
+  greedy: { ids: number[]; text: string; top1_top2_gap_per_step: number[] };
+}
+
+const models = new Map<string, Idefics3Model>();
+export function tinyModel(name: string): Idefics3Model {
+  let m = models.get(name);
+  if (!m) {
+    const dir = fixturePath("models", name);
+    const store = WeightStore.fromDir(dir);
+    m = new Idefics3Model(store, loadModelConfig(join(dir, "config.json")), tsKernels);
+    store.close();
+    models.set(name, m);
+  }
+  return m;
+}
+
+/** Greedy ids must match up to the first step whose reference top-1/top-2 gap is a near-tie. */
+export function comparableSteps(c: FixtureCase): number {
+  const i = c.greedy.top1_top2_gap_per_step.findIndex((g) => g < 1e-3);
+  return i === -1 ? c.greedy.ids.length : i;
+}
+
+/** Greedy decoding with EOS masked, as the reference made its 12 tokens. */
+export function greedyIds(model: Idefics3Model, ids: number[], features: Float32Array | null, steps: number, eos: number[]): { ids: number[]; lastLogits: Float32Array } {
+  const cache = model.text.newCache();
+  let logits = model.forward(model.embedPrompt(ids, features), ids.length, cache);
+  const lastLogits = logits.slice();
+  const out: number[] = [];
+  for (let s = 0; s < steps; s++) {
+    for (const e of eos) logits[e] = -Infinity;
+    const t = argmax(logits);
+    out.push(t);
+    logits = model.forward(model.text.embed([t]), 1, cache);
+  }
+  return { ids: out, lastLogits };
+}
+
+for (const name of TINY_MODELS) {
+  test(`${name}: text-only logits and greedy ids match the reference`, (t) => {
+    const c = readJson<FixtureCase>("cases", `${name}.text_only.json`);
+    const model = tinyModel(name);
+    const { ids, lastLogits } = greedyIds(model, c.input_ids, null, c.greedy.ids.length, [49279]);
+    const err = relL2(lastLogits, readF32(c.logits_last_file));
+    t.diagnostic(`logits relL2 ${err.toExponential(2)}`);
+    assert.ok(err <= 1e-4, `last-position logits relative L2 ${err} > 1e-4`);
+    assert.deepEqual(ids.slice(0, comparableSteps(c)), c.greedy.ids.slice(0, comparableSteps(c)));
+  });
+
+  test(`${name}: top-5 ids at every prompt position (teacher forced)`, () => {
+    const c = readJson<FixtureCase>("cases", `${name}.text_only.json`);
+    const model = tinyModel(name);
+    const logits = model.forward(model.embedPrompt(c.input_ids, null), c.input_ids.length, model.text.newCache(), true);
+    const vocab = model.config.text.vocabSize;
+    for (let p = 0; p < c.input_ids.length; p++) {
+      assert.equal(argmax(logits.subarray(p * vocab, (p + 1) * vocab)), c.top5_ids_per_position[p]![0], `position ${p}`);
+    }
+  });
+
+  for (const caseName of ["describe_nosplit", "document_nosplit", "system"]) {
+    test(`${name}.${caseName}: image features from the stored pixel values`, (t) => {
+      const c = readJson<FixtureCase>("cases", `${name}.${caseName}.json`);
+      const model = tinyModel(name);
+      const [, tiles, , size] = c.pixel_values_shape!;
+      const features = model.encodeImages({ data: readF32(c.pixel_values_file!), tiles: tiles!, size: c.pixel_values_shape![4]! });
+      assert.equal(size, c.pixel_values_shape![4]);
+      const err = relL2(features, readF32(c.image_hidden_states_file!));
+      assert.ok(err <= 1e-4, `image features relative L2 ${err} > 1e-4`);
+      const { ids, lastLogits } = greedyIds(model, c.input_ids, features, c.greedy.ids.length, [49279]);
+      const logitErr = relL2(lastLogits, readF32(c.logits_last_file));
+      t.diagnostic(`features relL2 ${err.toExponential(2)}, logits relL2 ${logitErr.toExponential(2)}`);
+      assert.ok(logitErr <= 1e-4, `logits relative L2 ${logitErr}`);
+      assert.deepEqual(ids.slice(0, comparableSteps(c)), c.greedy.ids.slice(0, comparableSteps(c)));
+    });
+  }
+}
