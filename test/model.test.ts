@@ -100,3 +100,28 @@ for (const name of TINY_MODELS) {
     });
   }
 }
+
+test("a batched pass over several sequences equals running each on its own", () => {
+  const model = tinyModel("tiny-bf16");
+  const prompts = [[1, 11126, 42, 21041], [1, 9519, 9531, 42, 330, 2145, 17], [1, 42]];
+  const h = model.config.text.hiddenSize;
+  const vocab = model.config.text.vocabSize;
+  const alone = prompts.map((p) => {
+    const cache = model.text.newCache();
+    model.forward(model.text.embed(p.slice(0, -1)), p.length - 1, cache);
+    return { cache, logits: model.forward(model.text.embed(p.slice(-1)), 1, cache) };
+  });
+  // Same again, but the last token of every prompt goes through one batched pass, and the second
+  // sequence's prompt is prefilled as a chunk in the same pass as the others' decode steps.
+  const caches = prompts.map(() => model.text.newCache());
+  model.forward(model.text.embed(prompts[0]!.slice(0, -1)), prompts[0]!.length - 1, caches[0]!);
+  model.forward(model.text.embed(prompts[2]!.slice(0, -1)), prompts[2]!.length - 1, caches[2]!);
+  const rows = [prompts[0]!.slice(-1), prompts[1]!, prompts[2]!.slice(-1)];
+  const embeds = new Float32Array(rows.reduce((n, r) => n + r.length, 0) * h);
+  embeds.set(model.text.embed(rows.flat()));
+  const batched = model.text.forwardSegments(embeds, rows.map((r, i) => ({ cache: caches[i]!, rows: r.length })));
+  alone.forEach((a, i) => {
+    assert.ok(relL2(batched.subarray(i * vocab, (i + 1) * vocab), a.logits) < 1e-6, `sequence ${i}`);
+    assert.equal(caches[i]!.length, a.cache.length);
+  });
+});

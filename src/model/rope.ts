@@ -18,13 +18,19 @@ export class RotaryTable {
     this.positionScale = rope.type === "linear" ? 1 / rope.factor : 1;
   }
 
-  /** cos and sin tables [positions.length, headDim/2] for the given absolute positions. */
+  /** cos and sin tables [count, headDim/2] for positions firstPosition .. firstPosition+count-1. */
   tables(firstPosition: number, count: number): { cos: Float32Array; sin: Float32Array } {
+    return this.tablesFor(Array.from({ length: count }, (_, i) => firstPosition + i));
+  }
+
+  /** cos and sin tables [positions.length, headDim/2] for arbitrary absolute positions. */
+  tablesFor(positions: readonly number[]): { cos: Float32Array; sin: Float32Array } {
     const half = this.invFreq.length;
+    const count = positions.length;
     const cos = new Float32Array(count * half);
     const sin = new Float32Array(count * half);
     for (let r = 0; r < count; r++) {
-      const pos = f((firstPosition + r) * this.positionScale);
+      const pos = f(positions[r]! * this.positionScale);
       for (let j = 0; j < half; j++) {
         const angle = f(pos * this.invFreq[j]!);
         cos[r * half + j] = Math.cos(angle);

@@ -85,46 +85,85 @@ export class TextDecoder {
    * every position when `allLogits` is set ([rows or 1, vocab]).
    */
   forward(embeds: Float32Array, rows: number, cache: KVCache, allLogits = false): Float32Array {
+    return this.forwardSegments(embeds, [{ cache, rows }], allLogits);
+  }
+
+  /**
+   * Runs several sequences in one pass: the rows of `embeds` are split into segments, each the
+   * next `rows` positions of its own cache (a prefill chunk, or one decode step). The linear
+   * layers see every row at once, so each weight is read once for the whole batch; attention is
+   * per segment. Returns the last row's logits of each segment ([segments, vocab]), or every
+   * row's logits when `allLogits` is set ([rows, vocab]).
+   */
+  forwardSegments(embeds: Float32Array, segments: readonly Segment[], allLogits = false): Float32Array {
     const k = this.kernels;
-    const start = cache.length;
-    const { cos, sin } = this.rotary.tables(start, rows);
-    const x = embeds.slice(0, rows * this.config.hiddenSize);
+    const h = this.config.hiddenSize;
+    const rows = segments.reduce((n, s) => n + s.rows, 0);
+    const positions: number[] = [];
+    for (const s of segments) for (let i = 0; i < s.rows; i++) positions.push(s.cache.length + i);
+    const { cos, sin } = this.rotary.tablesFor(positions);
+    const x = embeds.slice(0, rows * h);
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l]!;
-      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, this.config.rmsNormEps), rows, start, cache, cos, sin);
+      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, this.config.rmsNormEps), segments, cos, sin);
       k.addInPlace(x, attn);
       const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, this.config.rmsNormEps);
       const act = k.siluMul(k.linear(normed, rows, layer.gate), k.linear(normed, rows, layer.up));
       k.addInPlace(x, k.linear(act, rows, layer.down));
     }
-    cache.length = start + rows;
-    const h = this.config.hiddenSize;
-    const tail = allLogits ? x : x.subarray((rows - 1) * h, rows * h);
-    const tailRows = allLogits ? rows : 1;
+    for (const s of segments) s.cache.length += s.rows;
+    const tail = allLogits ? x : lastRows(x, segments, h);
+    const tailRows = allLogits ? rows : segments.length;
     return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, this.config.rmsNormEps), tailRows, this.lmHead);
   }
 
-  private attention(layer: DecoderLayer, index: number, x: Float32Array, rows: number, start: number, cache: KVCache, cos: Float32Array, sin: Float32Array): Float32Array {
+  private attention(layer: DecoderLayer, index: number, x: Float32Array, segments: readonly Segment[], cos: Float32Array, sin: Float32Array): Float32Array {
     const c = this.config;
     const k = this.kernels;
+    const rows = x.length / c.hiddenSize;
     const q = k.linear(x, rows, layer.q);
     const key = k.linear(x, rows, layer.k);
     const value = k.linear(x, rows, layer.v);
     k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
     k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
-    cache.write(index, start, key, value, rows);
-    const out = k.attention({
-      q,
-      k: cache.layerKeys(index),
-      v: cache.layerValues(index),
-      seqQ: rows,
-      seqK: start + rows,
-      numHeads: c.numHeads,
-      numKvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      scale: 1 / Math.sqrt(c.headDim),
-      causalOffset: start,
-    });
+    const qStride = c.numHeads * c.headDim;
+    const kvStride = c.numKvHeads * c.headDim;
+    const out = new Float32Array(rows * qStride);
+    let row = 0;
+    for (const s of segments) {
+      const start = s.cache.length;
+      s.cache.write(index, start, key.subarray(row * kvStride), value.subarray(row * kvStride), s.rows);
+      const o = k.attention({
+        q: q.subarray(row * qStride, (row + s.rows) * qStride),
+        k: s.cache.layerKeys(index),
+        v: s.cache.layerValues(index),
+        seqQ: s.rows,
+        seqK: start + s.rows,
+        numHeads: c.numHeads,
+        numKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        scale: 1 / Math.sqrt(c.headDim),
+        causalOffset: start,
+      });
+      out.set(o, row * qStride);
+      row += s.rows;
+    }
     return k.linear(out, rows, layer.o);
   }
+}
+
+/** One sequence's share of a batched forward pass. */
+export interface Segment {
+  cache: KVCache;
+  rows: number;
+}
+
+function lastRows(x: Float32Array, segments: readonly Segment[], h: number): Float32Array {
+  const out = new Float32Array(segments.length * h);
+  let row = 0;
+  segments.forEach((s, i) => {
+    row += s.rows;
+    out.set(x.subarray((row - 1) * h, row * h), i * h);
+  });
+  return out;
 }
