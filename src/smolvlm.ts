@@ -17,11 +17,11 @@ import { decodeImage } from "./image/decode.js";
 import { ImageProcessor } from "./image/processor.js";
 import { expandImageTokens } from "./image/prompt.js";
 import { Idefics3Model } from "./model/idefics3.js";
-import type { KVCache } from "./model/kv-cache.js";
 import type { Kernels } from "./backend/kernels.js";
 import { tsKernels } from "./backend/ts-kernels.js";
-import { Sampler } from "./generation/sampler.js";
-import { TextStream } from "./generation/text-stream.js";
+import type { SamplingOptions } from "./generation/sampler.js";
+import { Engine, type EngineConfig, type FinishReason, type SequenceResult } from "./generation/engine.js";
+import { AsyncQueue } from "./generation/async-queue.js";
 
 /** An image as a file path, a `data:` URI, or encoded bytes (JPEG, PNG, WebP, GIF, TIFF, AVIF). */
 export type ImageInput = string | Uint8Array;
@@ -33,6 +33,8 @@ export interface LoadOptions {
   dtype?: DTypeMode;
   /** Overrides the kernel backend (tests use this to compare backends). */
   kernels?: Kernels;
+  /** Batching, prefill chunking and prompt-reuse settings of the generation engine. */
+  engine?: Partial<EngineConfig>;
 }
 
 export interface ChatRequest {
@@ -62,6 +64,8 @@ export interface GenerateOptions {
   seed?: number;
   /** Never choose an EOS id (their logits are masked), so exactly maxNewTokens come out. */
   ignoreEos?: boolean;
+  /** Strings that end generation (they may span tokens; the match is not output). */
+  stop?: string[];
   signal?: AbortSignal;
   /** Keep the logits of the last prompt position in the result. */
   returnPromptLogits?: boolean;
@@ -78,11 +82,13 @@ export interface Timings {
   decode_tokens_per_s: number;
   total_ms: number;
   prompt_tokens: number;
+  /** Prompt positions reused from an earlier request instead of being prefilled. */
+  cached_tokens: number;
   generated_tokens: number;
   image_tiles: number;
 }
 
-export type FinishReason = "stop" | "length" | "abort";
+export type { FinishReason };
 
 export interface GenerationResult {
   text: string;
@@ -97,14 +103,14 @@ export interface GenerationResult {
 export interface PreparedPrompt {
   prompt: string;
   inputIds: number[];
-  tiles: { data: Float32Array; count: number; size: number } | null;
+  /** Every image's tiles in prompt order; `perImage` says how many tiles each image has. */
+  tiles: { data: Float32Array; count: number; size: number; perImage: number[] } | null;
   grids: { rows: number; cols: number }[];
   imageDecodeMs: number;
   preprocessMs: number;
 }
 
 const now = () => performance.now();
-const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 export class SmolVLM {
   readonly dir: string;
@@ -114,6 +120,7 @@ export class SmolVLM {
   readonly imageProcessor: ImageProcessor;
   readonly generationDefaults: GenerationDefaults;
   readonly model: Idefics3Model;
+  readonly engine: Engine;
   readonly loadMs: number;
 
   private constructor(dir: string, options: LoadOptions) {
@@ -139,6 +146,7 @@ export class SmolVLM {
         dir,
       );
     }
+    this.engine = new Engine(this.model, this.tokenizer, options.engine);
     this.loadMs = now() - start;
   }
 
@@ -200,102 +208,100 @@ export class SmolVLM {
         data.set(p.pixelValues, offset);
         offset += p.pixelValues.length;
       }
-      tiles = { data, count, size: processed[0]!.height };
+      tiles = { data, count, size: processed[0]!.height, perImage: processed.map((p) => p.tiles) };
     }
     return { prompt, inputIds, tiles, grids: processed.map((p) => ({ rows: p.rows, cols: p.cols })), imageDecodeMs: t1 - t0, preprocessMs: t2 - t1 };
   }
 
-  private samplerFor(options: GenerateOptions): Sampler {
+  private samplingFor(options: GenerateOptions): SamplingOptions {
     const d = this.generationDefaults;
-    const greedy = options.greedy ?? (options.temperature !== undefined || options.topP !== undefined || options.topK !== undefined ? false : !d.doSample);
-    return new Sampler({
-      greedy,
+    const asksToSample = options.temperature !== undefined || options.topP !== undefined || options.topK !== undefined || options.minP !== undefined;
+    return {
+      greedy: options.greedy ?? (asksToSample ? false : !d.doSample),
       temperature: options.temperature ?? d.temperature,
       topK: options.topK ?? d.topK,
       topP: options.topP ?? d.topP,
       minP: options.minP ?? 0,
       repetitionPenalty: options.repetitionPenalty ?? d.repetitionPenalty,
       seed: options.seed ?? Math.floor(Math.random() * 2 ** 32),
-    });
+    };
   }
 
   /**
    * Streams the answer as text deltas; the generator's return value is the full result.
-   * Text is yielded as soon as it is complete (multi-byte characters are never split).
+   * Text is yielded as soon as it is complete (multi-byte characters are never split). Several
+   * concurrent streams on one model are batched together by its engine. Leaving the loop early
+   * cancels the request.
    */
   async *stream(request: ChatRequest, options: GenerateOptions = {}): AsyncGenerator<string, GenerationResult, void> {
     const start = now();
-    const prepared = await this.prepare(request);
-    const sampler = this.samplerFor(options);
     const maxNewTokens = options.maxNewTokens ?? this.generationDefaults.maxNewTokens ?? 512;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SmolVLMError("bad_request", `max_new_tokens must be a non-negative integer, got ${maxNewTokens}`);
-    const eos = this.generationDefaults.eosTokenIds;
-    await yieldToEventLoop();
-
-    const t0 = now();
-    const features = prepared.tiles ? this.model.encodeImages({ data: prepared.tiles.data, tiles: prepared.tiles.count, size: prepared.tiles.size }) : null;
-    const t1 = now();
-    const cache: KVCache = this.model.text.newCache();
-    const ids = prepared.inputIds;
-    let logits = this.model.forward(this.model.embedPrompt(ids, features), ids.length, cache);
-    const t2 = now();
-    const promptLogits = options.returnPromptLogits ? logits.slice() : undefined;
-
-    const generated: number[] = [];
-    const text = new TextStream(this.tokenizer);
-    const context = [...ids];
-    let finishReason: FinishReason = "length";
-    let firstTokenAt = t2;
-    let lastTokenAt = t2;
-    let pieces = "";
-    while (generated.length < maxNewTokens) {
-      if (options.signal?.aborted) {
-        finishReason = "abort";
-        break;
-      }
-      const token = sampler.pick(logits, options.ignoreEos ? eos : [], context);
-      lastTokenAt = now();
-      if (generated.length === 0) firstTokenAt = lastTokenAt;
-      if (!options.ignoreEos && eos.includes(token)) {
-        finishReason = "stop";
-        break;
-      }
-      generated.push(token);
-      context.push(token);
-      const delta = text.push(token);
-      if (delta) {
-        pieces += delta;
-        yield delta;
-      }
-      if (generated.length === maxNewTokens) break;
-      logits = this.model.forward(this.model.text.embed([token]), 1, cache);
-      await yieldToEventLoop();
+    const sampling = this.samplingFor(options);
+    const prepared = await this.prepare(request);
+    const cancel = new AbortController();
+    const onAbort = () => cancel.abort();
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) cancel.abort();
+    const queue = new AsyncQueue<string>();
+    let outcome: { result: SequenceResult } | { error: unknown } | undefined;
+    this.engine.submit(
+      prepared,
+      {
+        maxNewTokens,
+        sampling,
+        eosTokenIds: this.generationDefaults.eosTokenIds,
+        ignoreEos: options.ignoreEos ?? false,
+        stop: options.stop ?? [],
+        signal: cancel.signal,
+        returnPromptLogits: options.returnPromptLogits ?? false,
+      },
+      {
+        onText: (delta) => queue.push(delta),
+        onDone: (result) => {
+          outcome = { result };
+          queue.end();
+        },
+        onError: (error) => {
+          outcome = { error };
+          queue.end();
+        },
+      },
+    );
+    try {
+      for await (const delta of queue) yield delta;
+    } finally {
+      cancel.abort(); // no-op when finished; cancels when the consumer left early
+      options.signal?.removeEventListener("abort", onAbort);
     }
-    const tail = text.flush();
-    if (tail) {
-      pieces += tail;
-      yield tail;
-    }
+    if (!outcome) throw new Error("the engine ended a request without a result");
+    if ("error" in outcome) throw outcome.error;
+    return this.result(outcome.result, prepared, start);
+  }
+
+  private result(r: SequenceResult, prepared: PreparedPrompt, start: number): GenerationResult {
     const end = now();
-    const decodeMs = lastTokenAt - firstTokenAt;
+    const t = r.timings;
+    const decodeMs = r.tokenIds.length > 0 ? t.last_token_at - t.first_token_at : 0;
     return {
-      text: pieces,
-      tokenIds: generated,
-      promptTokenIds: ids,
-      finishReason,
-      promptLogits,
+      text: r.text,
+      tokenIds: r.tokenIds,
+      promptTokenIds: prepared.inputIds,
+      finishReason: r.finishReason,
+      promptLogits: r.promptLogits,
       timings: {
         load_ms: this.loadMs,
         image_decode_ms: prepared.imageDecodeMs,
         preprocess_ms: prepared.preprocessMs,
-        vision_ms: t1 - t0,
-        prefill_ms: t2 - t1,
-        ttft_ms: firstTokenAt - start,
+        vision_ms: t.vision_ms,
+        prefill_ms: t.prefill_ms,
+        ttft_ms: t.first_token_at > 0 ? t.first_token_at - start : end - start,
         decode_ms: decodeMs,
-        decode_tokens_per_s: generated.length > 1 && decodeMs > 0 ? ((generated.length - 1) * 1000) / decodeMs : 0,
+        decode_tokens_per_s: r.tokenIds.length > 1 && decodeMs > 0 ? ((r.tokenIds.length - 1) * 1000) / decodeMs : 0,
         total_ms: end - start,
-        prompt_tokens: ids.length,
-        generated_tokens: generated.length,
+        prompt_tokens: prepared.inputIds.length,
+        cached_tokens: t.cached_tokens,
+        generated_tokens: r.tokenIds.length,
         image_tiles: prepared.tiles?.count ?? 0,
       },
     };

@@ -53,4 +53,30 @@ export class KVCache {
   truncate(length: number): void {
     this.length = Math.min(this.length, length);
   }
+
+  /** Copies the first `length` positions of another cache of the same shape into this one. */
+  copyPrefixFrom(other: KVCache, length: number): void {
+    if (other.numLayers !== this.numLayers || other.rowSize !== this.rowSize) throw new RangeError("KV caches of different shapes");
+    this.reserve(length);
+    const n = length * this.rowSize;
+    for (let l = 0; l < this.numLayers; l++) {
+      this.keys[l]!.set(other.keys[l]!.subarray(0, n));
+      this.values[l]!.set(other.values[l]!.subarray(0, n));
+    }
+    this.length = length;
+  }
+
+  /** Bytes held by the stored positions' storage. */
+  bytesUsed(): number {
+    return this.capacity * this.rowSize * 4 * 2 * this.numLayers;
+  }
+
+  /** Drops spare capacity (before the cache is kept around in the prefix cache). */
+  shrinkToFit(): void {
+    if (this.capacity === this.length || this.length === 0) return;
+    const n = this.length * this.rowSize;
+    this.keys = this.keys.map((k) => k.slice(0, n));
+    this.values = this.values.map((v) => v.slice(0, n));
+    this.capacity = this.length;
+  }
 }
