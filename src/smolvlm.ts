@@ -239,6 +239,7 @@ export class SmolVLM {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SmolVLMError("bad_request", `max_new_tokens must be a non-negative integer, got ${maxNewTokens}`);
     const sampling = this.samplingFor(options);
     const prepared = await this.prepare(request);
+    this.checkContext(prepared.inputIds.length, maxNewTokens);
     const cancel = new AbortController();
     const onAbort = () => cancel.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -277,6 +278,17 @@ export class SmolVLM {
     if (!outcome) throw new Error("the engine ended a request without a result");
     if ("error" in outcome) throw outcome.error;
     return this.result(outcome.result, prepared, start);
+  }
+
+  /** The model cannot attend past its trained context: refuse before doing any work. */
+  private checkContext(promptTokens: number, maxNewTokens: number): void {
+    const context = this.config.text.maxPositionEmbeddings;
+    if (promptTokens >= context) {
+      throw new SmolVLMError("bad_request", `the prompt has ${promptTokens} tokens but the model's context length is ${context}`);
+    }
+    if (promptTokens + maxNewTokens > context) {
+      throw new SmolVLMError("bad_request", `the prompt (${promptTokens} tokens) plus max_new_tokens (${maxNewTokens}) exceeds the model's context length of ${context}`);
+    }
   }
 
   private result(r: SequenceResult, prepared: PreparedPrompt, start: number): GenerationResult {
