@@ -239,7 +239,10 @@ export class SmolVLM {
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SmolVLMError("bad_request", `max_new_tokens must be a non-negative integer, got ${maxNewTokens}`);
     const sampling = this.samplingFor(options);
     const prepared = await this.prepare(request);
-    this.checkContext(prepared.inputIds.length, maxNewTokens);
+    // Without an explicit limit, generation simply stops at the end of the context.
+    const room = this.config.text.maxPositionEmbeddings - prepared.inputIds.length;
+    const limit = options.maxNewTokens === undefined ? Math.max(0, Math.min(maxNewTokens, room)) : maxNewTokens;
+    this.checkContext(prepared.inputIds.length, limit);
     const cancel = new AbortController();
     const onAbort = () => cancel.abort();
     options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -249,7 +252,7 @@ export class SmolVLM {
     this.engine.submit(
       prepared,
       {
-        maxNewTokens,
+        maxNewTokens: limit,
         sampling,
         eosTokenIds: this.generationDefaults.eosTokenIds,
         ignoreEos: options.ignoreEos ?? false,
