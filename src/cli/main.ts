@@ -8,10 +8,18 @@ import { SmolVLMError } from "../errors.js";
 import { SmolVLM, type ChatRequest, type GenerateOptions } from "../smolvlm.js";
 import { ImageProcessor } from "../image/processor.js";
 import { decodeImage } from "../image/decode.js";
+import { serve } from "./serve.js";
+import { HUB_USAGE, ls, pull, rm } from "./hub-commands.js";
+import { resolveModel } from "../hub/resolve.js";
 
 const USAGE = `usage:
-  smolvlm run --model DIR (--prompt TEXT | --messages FILE.json) [options]
+  smolvlm run --model MODEL (--prompt TEXT | --messages FILE.json) [options]
   smolvlm preprocess --model DIR --image PATH --out FILE [--image-size N] [--no-image-splitting]
+  smolvlm serve --model MODEL [--host H] [--port N] [options]   (OpenAI-compatible server; serve --help)
+
+${HUB_USAGE}
+MODEL is a local checkpoint folder or a Hugging Face Hub id org/name[@revision] (downloaded once
+into the Hugging Face cache, shared with Python's huggingface_hub).
 
 run options:
   --image PATH            an image (repeatable); fills the conversation's image slots in order
@@ -114,7 +122,7 @@ async function run(args: string[]): Promise<number> {
     ignoreEos: v["ignore-eos"] === true,
     returnPromptLogits: v["logits-out"] !== undefined,
   };
-  const vlm = await SmolVLM.load(model, { dtype: "f32" });
+  const vlm = await SmolVLM.load(await resolveModel(model), { dtype: "f32" });
   if (!v.json) process.stderr.write(`loaded ${model} in ${vlm.loadMs.toFixed(0)} ms\n`);
 
   const stream = vlm.stream(request, options);
@@ -176,6 +184,14 @@ export async function main(argv: string[]): Promise<number> {
         return await run(rest);
       case "preprocess":
         return await preprocess(rest);
+      case "serve":
+        return await serve(rest);
+      case "pull":
+        return await pull(rest);
+      case "ls":
+        return await ls(rest);
+      case "rm":
+        return await rm(rest);
       case undefined:
       case "-h":
       case "--help":
