@@ -19,6 +19,7 @@ import { expandImageTokens } from "./image/prompt.js";
 import { Idefics3Model } from "./model/idefics3.js";
 import type { Kernels } from "./backend/kernels.js";
 import { tsKernels } from "./backend/ts-kernels.js";
+import { loadNativeKernels, nativeLoadError } from "./backend/native-kernels.js";
 import type { SamplingOptions } from "./generation/sampler.js";
 import { Engine, type EngineConfig, type FinishReason, type SequenceResult } from "./generation/engine.js";
 import { AsyncQueue } from "./generation/async-queue.js";
@@ -26,10 +27,17 @@ import { AsyncQueue } from "./generation/async-queue.js";
 /** An image as a file path, a `data:` URI, or encoded bytes (JPEG, PNG, WebP, GIF, TIFF, AVIF). */
 export type ImageInput = string | Uint8Array;
 
-export type DTypeMode = "f32";
+/**
+ * Arithmetic modes. "f32": activations in float32, weights widened to float32 inside the kernels
+ * (the parity mode, what the tests compare with the reference). "bf16": bf16 dot products with
+ * float32 accumulation (vdpbf16ps), the speed mode. Weights stay in their checkpoint dtype in both.
+ */
+export type DTypeMode = "f32" | "bf16";
+
+export const DTYPE_MODES: readonly DTypeMode[] = ["f32", "bf16"];
 
 export interface LoadOptions {
-  /** Arithmetic mode; "f32" (weights widened to float32 in the kernels) is the exact mode. */
+  /** Arithmetic mode (default: "bf16" where the CPU has bf16 dot products, else "f32"). */
   dtype?: DTypeMode;
   /** Overrides the kernel backend (tests use this to compare backends). */
   kernels?: Kernels;
@@ -112,6 +120,22 @@ export interface PreparedPrompt {
 
 const now = () => performance.now();
 
+/**
+ * The native kernels when the addon is built, else the TypeScript reference (with a notice).
+ * bf16 is the default mode only where the CPU multiplies bf16 natively.
+ */
+function chooseKernels(options: LoadOptions): { kernels: Kernels; dtype: DTypeMode; notice?: string } {
+  if (options.kernels) return { kernels: options.kernels, dtype: options.dtype ?? "f32" };
+  const native = process.env.SMOLVLM_KERNELS === "typescript" ? null : loadNativeKernels();
+  if (!native) {
+    const why = process.env.SMOLVLM_KERNELS === "typescript" ? "SMOLVLM_KERNELS=typescript" : nativeLoadError();
+    return { kernels: tsKernels, dtype: options.dtype ?? "f32", notice: `using the TypeScript kernels (slow): ${why}` };
+  }
+  const dtype = options.dtype ?? (native.info().bf16Native ? "bf16" : "f32");
+  native.linearMode = dtype;
+  return { kernels: native, dtype };
+}
+
 export class SmolVLM {
   readonly dir: string;
   readonly config: ModelConfig;
@@ -122,6 +146,8 @@ export class SmolVLM {
   readonly model: Idefics3Model;
   readonly engine: Engine;
   readonly loadMs: number;
+  /** The kernel backend in use ("native" or "typescript") and the arithmetic mode. */
+  readonly backend: { kernels: string; dtype: DTypeMode; notice?: string };
 
   private constructor(dir: string, options: LoadOptions) {
     const start = now();
@@ -133,9 +159,11 @@ export class SmolVLM {
     this.tokenizer = Tokenizer.fromModelDir(dir);
     this.chatTemplate = ChatTemplate.fromModelDir(dir);
     this.imageProcessor = ImageProcessor.fromModelDir(dir);
+    const { kernels, dtype, notice } = chooseKernels(options);
+    this.backend = { kernels: kernels.name, dtype, notice };
     const store = WeightStore.fromDir(dir);
     try {
-      this.model = new Idefics3Model(store, this.config, options.kernels ?? tsKernels);
+      this.model = new Idefics3Model(store, this.config, kernels);
     } finally {
       store.close();
     }
@@ -152,8 +180,8 @@ export class SmolVLM {
 
   /** Loads a checkpoint folder (config, tokenizer, processor files and safetensors weights). */
   static async load(dir: string, options: LoadOptions = {}): Promise<SmolVLM> {
-    if (options.dtype !== undefined && options.dtype !== "f32") {
-      throw new SmolVLMError("bad_request", `dtype "${String(options.dtype)}" is not available in this build (available: f32)`);
+    if (options.dtype !== undefined && !DTYPE_MODES.includes(options.dtype)) {
+      throw new SmolVLMError("bad_request", `dtype "${String(options.dtype)}" is not available (available: ${DTYPE_MODES.join(", ")})`);
     }
     return new SmolVLM(dir, options);
   }

@@ -1,0 +1,317 @@
+// N-API glue: argument checking and conversion only. Every function writes into arrays the
+// caller allocated (src/backend/native-kernels.ts owns the shapes and the allocation).
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "cpu.h"
+#include "kernels.h"
+#include "simd.h"
+#include "threadpool.h"
+
+namespace smolvlm {
+namespace {
+
+struct Array {
+  void* data = nullptr;
+  size_t length = 0;  // elements
+  napi_typedarray_type type = napi_float32_array;
+};
+
+class Args {
+ public:
+  Args(napi_env env, napi_callback_info info, size_t expected, const char* fn) : env_(env), fn_(fn) {
+    argc_ = kMax;
+    napi_get_cb_info(env, info, &argc_, argv_, nullptr, nullptr);
+    if (argc_ < expected) fail("expects " + std::to_string(expected) + " arguments, got " + std::to_string(argc_));
+  }
+
+  bool ok() const { return ok_; }
+  napi_env env() const { return env_; }
+
+  bool is_nullish(size_t i) {
+    napi_valuetype t = napi_undefined;
+    if (i < argc_) napi_typeof(env_, argv_[i], &t);
+    return t == napi_null || t == napi_undefined;
+  }
+
+  Array array(size_t i, napi_typedarray_type want, const char* what) {
+    Array a;
+    if (!ok_) return a;
+    bool is = false;
+    if (napi_is_typedarray(env_, argv_[i], &is) != napi_ok || !is) {
+      fail(std::string(what) + " must be a " + type_name(want));
+      return a;
+    }
+    napi_value buffer;
+    size_t offset = 0;
+    napi_get_typedarray_info(env_, argv_[i], &a.type, &a.length, &a.data, &buffer, &offset);
+    if (a.type != want) fail(std::string(what) + " must be a " + type_name(want));
+    return a;
+  }
+
+  // A Float32Array, or nullptr for null/undefined.
+  const float* optional_f32(size_t i, size_t minLength, const char* what) {
+    if (!ok_ || is_nullish(i)) return nullptr;
+    Array a = array(i, napi_float32_array, what);
+    need(a, minLength, what);
+    return static_cast<const float*>(a.data);
+  }
+
+  double number(size_t i, const char* what) {
+    double v = 0;
+    if (!ok_) return v;
+    if (napi_get_value_double(env_, argv_[i], &v) != napi_ok || !std::isfinite(v)) fail(std::string(what) + " must be a finite number");
+    return v;
+  }
+
+  size_t count(size_t i, const char* what) {
+    const double v = number(i, what);
+    if (ok_ && (v < 0 || v != std::floor(v) || v > 9007199254740991.0)) fail(std::string(what) + " must be a whole number >= 0");
+    return ok_ ? static_cast<size_t>(v) : 0;
+  }
+
+  bool boolean(size_t i, const char* what) {
+    bool v = false;
+    if (ok_ && napi_get_value_bool(env_, argv_[i], &v) != napi_ok) fail(std::string(what) + " must be a boolean");
+    return v;
+  }
+
+  void need(const Array& a, size_t minLength, const char* what) {
+    if (ok_ && a.length < minLength) {
+      fail(std::string(what) + " has " + std::to_string(a.length) + " elements, needs at least " + std::to_string(minLength));
+    }
+  }
+
+  void fail(const std::string& msg) {
+    if (!ok_) return;
+    ok_ = false;
+    const std::string full = std::string("smolvlm native ") + fn_ + ": " + msg;
+    napi_throw_range_error(env_, nullptr, full.c_str());
+  }
+
+ private:
+  static const char* type_name(napi_typedarray_type t) {
+    return t == napi_float32_array ? "Float32Array" : t == napi_uint16_array ? "Uint16Array" : "typed array";
+  }
+  static constexpr size_t kMax = 12;
+  napi_env env_;
+  const char* fn_;
+  size_t argc_ = 0;
+  napi_value argv_[kMax] = {};
+  bool ok_ = true;
+};
+
+size_t mul(size_t a, size_t b) { return a * b; }
+
+// linear(x, rows, w, dtype(0 F32 | 1 BF16 | 2 F16), outDim, inDim, bias|null, y, mode(0 f32 | 1 bf16))
+napi_value Linear(napi_env env, napi_callback_info info) {
+  Args a(env, info, 9, "linear");
+  const size_t rows = a.count(1, "rows");
+  const size_t dtype = a.count(3, "dtype");
+  const size_t outDim = a.count(4, "outDim"), inDim = a.count(5, "inDim");
+  const size_t mode = a.count(8, "mode");
+  if (a.ok() && dtype > 2) a.fail("dtype must be 0 (F32), 1 (BF16) or 2 (F16)");
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(rows, inDim), "x");
+  Array w = a.array(2, dtype == kF32 ? napi_float32_array : napi_uint16_array, "weight data");
+  a.need(w, mul(outDim, inDim), "weight data");
+  const float* bias = a.optional_f32(6, outDim, "bias");
+  Array y = a.array(7, napi_float32_array, "y");
+  a.need(y, mul(rows, outDim), "y");
+  if (!a.ok()) return nullptr;
+  linear(static_cast<const float*>(x.data), rows, w.data, static_cast<int>(dtype), outDim, inDim, bias, static_cast<float*>(y.data),
+         mode == 1 ? LinearMode::Bf16 : LinearMode::F32);
+  return nullptr;
+}
+
+// rmsNorm(x, rows, weight, eps, y)
+napi_value RmsNorm(napi_env env, napi_callback_info info) {
+  Args a(env, info, 5, "rmsNorm");
+  const size_t rows = a.count(1, "rows");
+  Array w = a.array(2, napi_float32_array, "weight");
+  const double eps = a.number(3, "eps");
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(rows, w.length), "x");
+  Array y = a.array(4, napi_float32_array, "y");
+  a.need(y, mul(rows, w.length), "y");
+  if (!a.ok()) return nullptr;
+  rms_norm(static_cast<const float*>(x.data), rows, w.length, static_cast<const float*>(w.data), static_cast<float>(eps), static_cast<float*>(y.data));
+  return nullptr;
+}
+
+// layerNorm(x, rows, weight, bias, eps, y)
+napi_value LayerNorm(napi_env env, napi_callback_info info) {
+  Args a(env, info, 6, "layerNorm");
+  const size_t rows = a.count(1, "rows");
+  Array w = a.array(2, napi_float32_array, "weight");
+  Array b = a.array(3, napi_float32_array, "bias");
+  a.need(b, w.length, "bias");
+  const double eps = a.number(4, "eps");
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(rows, w.length), "x");
+  Array y = a.array(5, napi_float32_array, "y");
+  a.need(y, mul(rows, w.length), "y");
+  if (!a.ok()) return nullptr;
+  layer_norm(static_cast<const float*>(x.data), rows, w.length, static_cast<const float*>(w.data), static_cast<const float*>(b.data),
+             static_cast<float>(eps), static_cast<float*>(y.data));
+  return nullptr;
+}
+
+// rope(x, rows, numHeads, headDim, cos, sin)
+napi_value Rope(napi_env env, napi_callback_info info) {
+  Args a(env, info, 6, "rope");
+  const size_t rows = a.count(1, "rows"), heads = a.count(2, "numHeads"), headDim = a.count(3, "headDim");
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(mul(rows, heads), headDim), "x");
+  Array c = a.array(4, napi_float32_array, "cos");
+  a.need(c, mul(rows, headDim / 2), "cos");
+  Array s = a.array(5, napi_float32_array, "sin");
+  a.need(s, mul(rows, headDim / 2), "sin");
+  if (!a.ok()) return nullptr;
+  rope(static_cast<float*>(x.data), rows, heads, headDim, static_cast<const float*>(c.data), static_cast<const float*>(s.data));
+  return nullptr;
+}
+
+// attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out)
+napi_value Attention(napi_env env, napi_callback_info info) {
+  Args a(env, info, 11, "attention");
+  const size_t seqQ = a.count(3, "seqQ"), seqK = a.count(4, "seqK");
+  const size_t heads = a.count(5, "numHeads"), kvHeads = a.count(6, "numKvHeads"), headDim = a.count(7, "headDim");
+  const double scale = a.number(8, "scale");
+  const double offset = a.number(9, "causalOffset");
+  if (a.ok() && (kvHeads == 0 || heads % kvHeads != 0)) a.fail("numHeads must be a multiple of numKvHeads");
+  if (a.ok() && offset != std::floor(offset)) a.fail("causalOffset must be a whole number (or -1 for none)");
+  Array q = a.array(0, napi_float32_array, "q");
+  a.need(q, mul(seqQ, mul(heads, headDim)), "q");
+  Array k = a.array(1, napi_float32_array, "k");
+  a.need(k, mul(seqK, mul(kvHeads, headDim)), "k");
+  Array v = a.array(2, napi_float32_array, "v");
+  a.need(v, mul(seqK, mul(kvHeads, headDim)), "v");
+  Array out = a.array(10, napi_float32_array, "out");
+  a.need(out, mul(seqQ, mul(heads, headDim)), "out");
+  if (!a.ok()) return nullptr;
+  AttentionArgs args{static_cast<const float*>(q.data),
+                     static_cast<const float*>(k.data),
+                     static_cast<const float*>(v.data),
+                     static_cast<float*>(out.data),
+                     seqQ,
+                     seqK,
+                     heads,
+                     kvHeads,
+                     headDim,
+                     static_cast<float>(scale),
+                     offset < 0 ? -1 : static_cast<long long>(offset)};
+  attention(args);
+  return nullptr;
+}
+
+// siluMul(gate, up, y)
+napi_value SiluMul(napi_env env, napi_callback_info info) {
+  Args a(env, info, 3, "siluMul");
+  Array g = a.array(0, napi_float32_array, "gate");
+  Array u = a.array(1, napi_float32_array, "up");
+  a.need(u, g.length, "up");
+  Array y = a.array(2, napi_float32_array, "y");
+  a.need(y, g.length, "y");
+  if (!a.ok()) return nullptr;
+  silu_mul(static_cast<const float*>(g.data), static_cast<const float*>(u.data), static_cast<float*>(y.data), g.length);
+  return nullptr;
+}
+
+// gelu(x, approximate)
+napi_value Gelu(napi_env env, napi_callback_info info) {
+  Args a(env, info, 2, "gelu");
+  Array x = a.array(0, napi_float32_array, "x");
+  const bool approximate = a.boolean(1, "approximate");
+  if (!a.ok()) return nullptr;
+  gelu(static_cast<float*>(x.data), x.length, approximate);
+  return nullptr;
+}
+
+// addInPlace(a, b)
+napi_value AddInPlace(napi_env env, napi_callback_info info) {
+  Args a(env, info, 2, "addInPlace");
+  Array x = a.array(0, napi_float32_array, "a");
+  Array b = a.array(1, napi_float32_array, "b");
+  a.need(b, x.length, "b");
+  if (!a.ok()) return nullptr;
+  add_inplace(static_cast<float*>(x.data), static_cast<const float*>(b.data), x.length);
+  return nullptr;
+}
+
+napi_value make_string(napi_env env, const char* s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+napi_value make_bool(napi_env env, bool b) {
+  napi_value v;
+  napi_get_boolean(env, b, &v);
+  return v;
+}
+
+// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, neon } }
+napi_value Info(napi_env env, napi_callback_info) {
+  napi_value o, isas, features, threads;
+  napi_create_object(env, &o);
+  napi_set_named_property(env, o, "isa", make_string(env, isa_name(current_isa())));
+  const auto list = available_isas();
+  napi_create_array_with_length(env, list.size(), &isas);
+  for (size_t i = 0; i < list.size(); i++) napi_set_element(env, isas, static_cast<uint32_t>(i), make_string(env, isa_name(list[i])));
+  napi_set_named_property(env, o, "isas", isas);
+  napi_create_int32(env, pool_threads(), &threads);
+  napi_set_named_property(env, o, "threads", threads);
+  napi_set_named_property(env, o, "bf16Native", make_bool(env, linear_bf16_native()));
+  const CpuFeatures& f = cpu_features();
+  napi_create_object(env, &features);
+  napi_set_named_property(env, features, "avx2", make_bool(env, f.avx2));
+  napi_set_named_property(env, features, "avx512", make_bool(env, f.avx512));
+  napi_set_named_property(env, features, "avx512bf16", make_bool(env, f.avx512bf16));
+  napi_set_named_property(env, features, "avx512vnni", make_bool(env, f.avx512vnni));
+  napi_set_named_property(env, features, "neon", make_bool(env, f.neon));
+  napi_set_named_property(env, o, "features", features);
+  return o;
+}
+
+// setIsa(name) -> boolean (false: unknown or not supported by this CPU; nothing changes)
+napi_value SetIsa(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char buf[32] = {0};
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "smolvlm native setIsa: expects an ISA name");
+    return nullptr;
+  }
+  Isa isa;
+  return make_bool(env, parse_isa(buf, &isa) && set_isa(isa));
+}
+
+}  // namespace
+}  // namespace smolvlm
+
+NAPI_MODULE_INIT() {
+  using namespace smolvlm;
+  const napi_property_descriptor props[] = {
+      {"linear", nullptr, Linear, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rmsNorm", nullptr, RmsNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNorm", nullptr, LayerNorm, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"rope", nullptr, Rope, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"attention", nullptr, Attention, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}

@@ -1,0 +1,67 @@
+// Fused attention: per-ISA bodies (attention_impl.inc, on the GEMM micro-kernel) and dispatch.
+#include <vector>
+
+#include "cpu.h"
+#include "kernels.h"
+#include "simd.h"
+#include "threadpool.h"
+
+namespace smolvlm {
+
+#ifdef SMOLVLM_X86
+SMOLVLM_BEGIN_AVX512
+namespace avx512 {
+namespace {
+#include "simd_avx512.inc"
+#include "microkernel.inc"
+#include "attention_impl.inc"
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+}  // namespace avx512
+SMOLVLM_END_TARGET
+
+SMOLVLM_BEGIN_AVX2
+namespace avx2 {
+namespace {
+#include "simd_avx2.inc"
+#include "microkernel.inc"
+#include "attention_impl.inc"
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+}  // namespace avx2
+SMOLVLM_END_TARGET
+#endif
+
+#ifdef SMOLVLM_ARM64
+namespace neon {
+namespace {
+#include "simd_neon.inc"
+#include "microkernel.inc"
+#include "attention_impl.inc"
+}  // namespace
+}  // namespace neon
+#endif
+
+namespace scalar {
+namespace {
+#include "simd_scalar.inc"
+#include "microkernel.inc"
+#include "attention_impl.inc"
+}  // namespace
+}  // namespace scalar
+
+void attention(const AttentionArgs& a) {
+  if (a.seqQ == 0 || a.numHeads == 0 || a.headDim == 0) return;
+  switch (current_isa()) {
+#ifdef SMOLVLM_X86
+    case Isa::Avx512: avx512::attention_isa(a); return;
+    case Isa::Avx2: avx2::attention_isa(a); return;
+#endif
+#ifdef SMOLVLM_ARM64
+    case Isa::Neon: neon::attention_isa(a); return;
+#endif
+    default: scalar::attention_isa(a); return;
+  }
+}
+
+}  // namespace smolvlm

@@ -1,0 +1,37 @@
+// The kernels behind the addon, as plain C++ (no N-API): each dispatches at run time to the
+// implementation for current_isa(). Semantics follow src/backend/ts-kernels.ts.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+namespace smolvlm {
+
+enum class LinearMode { F32 = 0, Bf16 = 1 };
+
+// y[M][N] = x[M][K] · w[N][K]ᵀ (+ bias[N]); w is float32, bf16 or f16 (WeightType in simd.h).
+// Bf16 mode: activations are rounded to bf16 and, on CPUs with AVX512_BF16, multiplied with
+// vdpbf16ps (above the few-row matrix-vector threshold; decoding is memory-bound either way). It
+// applies to bf16 weights only: float32 and f16 weights always take the float32 path.
+void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t K, const float* bias, float* y, LinearMode mode);
+// True when bf16 mode runs on vdpbf16ps on this CPU (at the current ISA level).
+bool linear_bf16_native();
+
+void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y);
+void layer_norm(const float* x, size_t rows, size_t dim, const float* weight, const float* bias, float eps, float* y);
+void rope(float* x, size_t rows, size_t heads, size_t head_dim, const float* cos, const float* sin);
+void silu_mul(const float* gate, const float* up, float* y, size_t n);
+void gelu(float* x, size_t n, bool approximate);
+void add_inplace(float* a, const float* b, size_t n);
+
+struct AttentionArgs {
+  const float* q;  // [seqQ][numHeads * headDim]
+  const float* k;  // [>= seqK][numKvHeads * headDim]
+  const float* v;
+  float* out;      // [seqQ][numHeads * headDim]
+  size_t seqQ, seqK, numHeads, numKvHeads, headDim;
+  float scale;
+  long long causalOffset;  // < 0: no mask
+};
+void attention(const AttentionArgs& a);
+
+}  // namespace smolvlm

@@ -1,0 +1,166 @@
+// Shared plumbing for the per-ISA kernel code: headers, the pragmas that compile a region of code
+// for one instruction set, scalar 16-bit float conversions and an aligned scratch buffer.
+//
+// Each kernel file (matmul.cc, attention.cc, elementwise.cc) includes its ISA-generic body
+// (*_impl.inc) once per instruction set, each time inside its own namespace and target region,
+// after the matching simd_<isa>.inc that defines the vector traits `S`. Everything in a region
+// sits in an anonymous namespace, so no function compiled for AVX-512 can be merged by the linker
+// with a baseline one and run on a CPU without it.
+#pragma once
+
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 warns inside its own AVX-512 headers (_mm512_undefined_* is "used uninitialized",
+// GCC bug 105593) at every inlined use; the warnings say nothing about this code.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+
+#if defined(__x86_64__) || defined(_M_X64)
+#define SMOLVLM_X86 1
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#define SMOLVLM_ARM64 1
+#include <arm_neon.h>
+#endif
+
+#if defined(__clang__)
+#define SMOLVLM_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_BEGIN_AVX512 \
+  _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_BEGIN_AVX512BF16 \
+  _Pragma("clang attribute push(__attribute__((target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_END_TARGET _Pragma("clang attribute pop")
+#elif defined(__GNUC__)
+#define SMOLVLM_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define SMOLVLM_BEGIN_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
+#define SMOLVLM_BEGIN_AVX512BF16 \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
+#define SMOLVLM_END_TARGET _Pragma("GCC pop_options")
+#else
+// MSVC compiles intrinsics anywhere; the dispatcher alone keeps them off CPUs without them.
+#define SMOLVLM_BEGIN_AVX2
+#define SMOLVLM_BEGIN_AVX512
+#define SMOLVLM_BEGIN_AVX512BF16
+#define SMOLVLM_END_TARGET
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define SMOLVLM_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#define SMOLVLM_UNROLL _Pragma("GCC unroll 16")
+#define SMOLVLM_RESTRICT __restrict__
+#else
+#define SMOLVLM_PREFETCH(p) ((void)0)
+#define SMOLVLM_UNROLL
+#define SMOLVLM_RESTRICT
+#endif
+
+namespace smolvlm {
+
+// Weight element types, as passed from JavaScript.
+enum WeightType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+inline float bits_to_f32(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline uint32_t f32_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+inline float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
+
+// Round to nearest even, as PyTorch's .to(torch.bfloat16); NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  const uint32_t x = f32_to_bits(f);
+  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu) != 0) return 0x7fc0;
+  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+// IEEE half -> float, exact (subnormals, infinities and NaN included).
+inline float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0x1f) return bits_to_f32(sign | 0x7f800000u | (mant << 13));
+  if (exp != 0) return bits_to_f32(sign | ((exp + 112u) << 23) | (mant << 13));
+  if (mant == 0) return bits_to_f32(sign);
+  // Subnormal half: value = mant * 2^-24, normalise it.
+  int e = 113;
+  while ((mant & 0x400u) == 0) {
+    mant <<= 1;
+    e--;
+  }
+  return bits_to_f32(sign | (static_cast<uint32_t>(e) << 23) | ((mant & 0x3ffu) << 13));
+}
+
+// SMOLVLM_GEMV_MAX_ROWS overrides the row count up to which linear() takes the few-row path (a
+// tuning knob; the default is per instruction set).
+inline size_t gemv_max_rows_setting(int dflt) {
+  if (const char* env = std::getenv("SMOLVLM_GEMV_MAX_ROWS")) {
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 0) return static_cast<size_t>(v);
+  }
+  return static_cast<size_t>(dflt);
+}
+
+template <int DT>
+inline float widen1(const void* w, size_t i) {
+  if (DT == kF32) return static_cast<const float*>(w)[i];
+  if (DT == kBF16) return bf16_to_f32(static_cast<const uint16_t*>(w)[i]);
+  return f16_to_f32(static_cast<const uint16_t*>(w)[i]);
+}
+
+// Scratch memory aligned to a cache line; grows, never shrinks. One per thread (thread_local).
+template <class T>
+class ScratchBuffer {
+ public:
+  ScratchBuffer() = default;
+  ScratchBuffer(const ScratchBuffer&) = delete;
+  ScratchBuffer& operator=(const ScratchBuffer&) = delete;
+  ~ScratchBuffer() { release(); }
+  T* get(size_t n) {
+    if (n > cap_) {
+      release();
+      size_t want = std::max<size_t>(n, 1024);
+      void* p = nullptr;
+#if defined(_MSC_VER)
+      p = _aligned_malloc(want * sizeof(T), 64);
+#else
+      if (posix_memalign(&p, 64, want * sizeof(T)) != 0) p = nullptr;
+#endif
+      if (!p) std::abort();
+      ptr_ = static_cast<T*>(p);
+      cap_ = want;
+    }
+    return ptr_;
+  }
+
+ private:
+  void release() {
+#if defined(_MSC_VER)
+    _aligned_free(ptr_);
+#else
+    std::free(ptr_);
+#endif
+    ptr_ = nullptr;
+    cap_ = 0;
+  }
+  T* ptr_ = nullptr;
+  size_t cap_ = 0;
+};
+
+}  // namespace smolvlm

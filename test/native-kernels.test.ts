@@ -1,0 +1,306 @@
+/**
+ * The native kernels (C++ addon) against the TypeScript reference kernels, at every instruction
+ * set this CPU runs (e.g. avx2 and scalar on an AVX2 machine), plus the tiny models end to end.
+ *
+ * When the addon is not built these tests fail if CI is set, and are skipped otherwise.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadNativeKernels, nativeLoadError, type NativeIsa, type NativeKernels } from "../src/backend/native-kernels.js";
+import { tsKernels } from "../src/backend/ts-kernels.js";
+import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from "../src/backend/dtype.js";
+import type { AttentionParams } from "../src/backend/kernels.js";
+import type { DType, Tensor } from "../src/io/safetensors.js";
+import { loadModelConfig } from "../src/io/config.js";
+import { WeightStore } from "../src/io/checkpoint.js";
+import { Idefics3Model } from "../src/model/idefics3.js";
+import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
+
+/** Deterministic uniform numbers in [-scale, scale). */
+function rng(seed: number): (scale?: number) => number {
+  let s = seed >>> 0;
+  return (scale = 1) => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  };
+}
+
+function randomArray(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = r(scale);
+  return a;
+}
+
+function randomWeight(dtype: DType, out: number, inDim: number, seed: number): Tensor {
+  const values = randomArray(out * inDim, seed, 0.2);
+  if (dtype === "F32") return { dtype, shape: [out, inDim], data: values };
+  const data = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = dtype === "BF16" ? f32ToBf16(values[i]!) : f32ToF16(values[i]!);
+  return { dtype, shape: [out, inDim], data };
+}
+
+function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  const err = relL2(actual, expected);
+  assert.ok(err <= tol, `${what}: relative L2 ${err.toExponential(3)} > ${tol}`);
+}
+
+/** Reference results are computed once and shared by every ISA's run. */
+const memo = new Map<string, unknown>();
+function cached<T>(key: string, make: () => T): T {
+  if (!memo.has(key)) memo.set(key, make());
+  return memo.get(key) as T;
+}
+
+const LINEAR_SHAPES: [rows: number, inDim: number, outDim: number][] = [
+  [1, 33, 17],
+  [3, 33, 17],
+  [70, 33, 17],
+  [4, 960, 70],
+  [9, 300, 129],
+  [300, 64, 40],
+  [70, 520, 100],
+  [5, 1, 3],
+  [2, 7, 5],
+  [7, 100, 33],
+  [13, 200, 50],
+];
+
+interface AttnCase {
+  name: string;
+  seqQ: number;
+  seqK: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  offset: number | null;
+  /** KV rows allocated (a cache with spare capacity), >= seqK. */
+  capacity: number;
+}
+
+const ATTENTION_CASES: AttnCase[] = [
+  { name: "causal with offset, GQA 15/5", seqQ: 7, seqK: 12, heads: 15, kvHeads: 5, headDim: 64, offset: 5, capacity: 16 },
+  { name: "decode step, GQA 15/5", seqQ: 1, seqK: 101, heads: 15, kvHeads: 5, headDim: 64, offset: 100, capacity: 128 },
+  { name: "two-row step, GQA 3/1, odd headDim", seqQ: 2, seqK: 40, heads: 3, kvHeads: 1, headDim: 20, offset: 38, capacity: 40 },
+  { name: "causal prefill, GQA 4/2, headDim 16", seqQ: 70, seqK: 70, heads: 4, kvHeads: 2, headDim: 16, offset: 0, capacity: 80 },
+  { name: "causal continuation over 300 keys, GQA 6/2", seqQ: 13, seqK: 300, heads: 6, kvHeads: 2, headDim: 32, offset: 287, capacity: 300 },
+  { name: "non-causal, headDim 6", seqQ: 33, seqK: 33, heads: 2, kvHeads: 2, headDim: 6, offset: null, capacity: 33 },
+  { name: "non-causal over 1024 keys (vision tile)", seqQ: 1024, seqK: 1024, heads: 2, kvHeads: 2, headDim: 64, offset: null, capacity: 1024 },
+];
+
+function attentionParams(c: AttnCase, seed: number): AttentionParams {
+  return {
+    q: randomArray(c.seqQ * c.heads * c.headDim, seed, 2),
+    k: randomArray(c.capacity * c.kvHeads * c.headDim, seed + 1, 2),
+    v: randomArray(c.capacity * c.kvHeads * c.headDim, seed + 2),
+    seqQ: c.seqQ,
+    seqK: c.seqK,
+    numHeads: c.heads,
+    numKvHeads: c.kvHeads,
+    headDim: c.headDim,
+    scale: 1 / Math.sqrt(c.headDim),
+    causalOffset: c.offset,
+  };
+}
+
+function elementInput(n: number, seed: number): Float32Array {
+  const x = randomArray(n, seed, 6);
+  // Values where exp under- or overflows.
+  const extremes = [-100, 100, -87.5, 88.5, -20, 20, 0, -0];
+  for (let i = 0; i < extremes.length && 3 + i < n; i++) x[3 + i] = extremes[i]!;
+  return x;
+}
+
+function kernelTests(native: NativeKernels, isa: NativeIsa): void {
+  before(() => assert.ok(native.setIsa(isa), `setIsa(${isa})`));
+
+  test("reports the instruction set in use", () => {
+    assert.equal(native.info().isa, isa);
+    assert.ok(native.info().threads >= 1);
+  });
+
+  for (const dtype of ["F32", "BF16", "F16"] as const) {
+    test(`linear, ${dtype} weights, odd shapes, with and without bias`, () => {
+      for (const [rows, inDim, outDim] of LINEAR_SHAPES) {
+        const x = randomArray(rows * inDim, rows * 7 + inDim);
+        const w = randomWeight(dtype, outDim, inDim, outDim * 13 + inDim);
+        const bias = randomArray(outDim, outDim);
+        for (const b of [null, bias]) {
+          const key = `linear ${dtype} ${rows} ${inDim} ${outDim} ${b ? "bias" : ""}`;
+          const ref = cached(key, () => tsKernels.linear(x, rows, w, b));
+          assertClose(native.linear(x, rows, w, b), ref, 1e-5, key);
+        }
+      }
+    });
+  }
+
+  test("linear reads a subarray input (non-zero byte offset) and ignores extra rows", () => {
+    const rows = 6, inDim = 40, outDim = 24;
+    const big = randomArray(5 + (rows + 2) * inDim, 99);
+    const x = big.subarray(5, 5 + rows * inDim + 3);
+    const w = randomWeight("BF16", outDim, inDim, 98);
+    assertClose(native.linear(x, rows, w), tsKernels.linear(x, rows, w), 1e-5, "subarray");
+  });
+
+  test("linear at model sizes (decode row and a block of rows)", () => {
+    for (const rows of [1, 64]) {
+      const x = randomArray(rows * 960, 5 + rows);
+      const w = randomWeight("BF16", 2560, 960, 6);
+      const key = `linear big ${rows}`;
+      const ref = cached(key, () => tsKernels.linear(x, rows, w));
+      assertClose(native.linear(x, rows, w), ref, 1e-5, key);
+    }
+  });
+
+  test("linear in bf16 mode: bf16-rounded activations, within 1e-2 of the reference", () => {
+    for (const [rows, inDim, outDim] of [...LINEAR_SHAPES, [64, 960, 256] as [number, number, number]]) {
+      const x = randomArray(rows * inDim, rows + 3 * inDim);
+      const w = randomWeight("BF16", outDim, inDim, outDim + inDim);
+      const bias = randomArray(outDim, 1 + outDim);
+      const ref = tsKernels.linear(x, rows, w, bias);
+      assertClose(native.linearBf16(x, rows, w, bias), ref, 1e-2, `bf16 ${rows}x${inDim}x${outDim}`);
+      // The exact statement: the float32 result on bf16-rounded activations, to summation order.
+      const rounded = x.map((v) => bf16ToF32(f32ToBf16(v)));
+      assertClose(native.linearBf16(x, rows, w, bias), tsKernels.linear(rounded, rows, w, bias), 1e-5, `bf16 exact ${rows}x${inDim}x${outDim}`);
+    }
+  });
+
+  test("linearMode switches linear between float32 and bf16 arithmetic", () => {
+    const rows = 16, inDim = 96, outDim = 48;
+    const x = randomArray(rows * inDim, 31);
+    const w = randomWeight("BF16", outDim, inDim, 32);
+    try {
+      native.linearMode = "bf16";
+      assert.deepEqual(native.linear(x, rows, w), native.linearBf16(x, rows, w));
+      native.linearMode = "f32";
+      assert.deepEqual(native.linear(x, rows, w), native.linearF32(x, rows, w));
+      // F16 weights ignore the mode.
+      const wh = randomWeight("F16", outDim, inDim, 33);
+      native.linearMode = "bf16";
+      assertClose(native.linear(x, rows, wh), tsKernels.linear(x, rows, wh), 1e-5, "f16 in bf16 mode");
+    } finally {
+      native.linearMode = "f32";
+    }
+  });
+
+  test("rmsNorm and layerNorm", () => {
+    for (const rows of [1, 3, 70]) {
+      for (const dim of [33, 960]) {
+        const x = randomArray(rows * dim, rows + dim, 3);
+        const w = randomArray(dim, dim + 1);
+        const b = randomArray(dim, dim + 2);
+        assertClose(native.rmsNorm(x, rows, w, 1e-5), tsKernels.rmsNorm(x, rows, w, 1e-5), 1e-6, `rmsNorm ${rows}x${dim}`);
+        assertClose(native.layerNorm(x, rows, w, b, 1e-6), tsKernels.layerNorm(x, rows, w, b, 1e-6), 1e-6, `layerNorm ${rows}x${dim}`);
+      }
+    }
+  });
+
+  test("rope", () => {
+    for (const [rows, heads, headDim] of [[1, 15, 64], [3, 5, 64], [70, 2, 6], [4, 3, 18]] as const) {
+      const x = randomArray(rows * heads * headDim, rows + headDim, 2);
+      const cos = randomArray((rows * headDim) / 2, 3);
+      const sin = randomArray((rows * headDim) / 2, 4);
+      const expected = x.slice();
+      tsKernels.rope(expected, rows, heads, headDim, cos, sin);
+      native.rope(x, rows, heads, headDim, cos, sin);
+      assertClose(x, expected, 1e-6, `rope ${rows}x${heads}x${headDim}`);
+    }
+  });
+
+  for (const c of ATTENTION_CASES) {
+    test(`attention: ${c.name}`, () => {
+      const p = attentionParams(c, c.seqQ + c.seqK + c.heads);
+      const ref = cached(`attention ${c.name}`, () => tsKernels.attention(p));
+      assertClose(native.attention(p), ref, 1e-5, c.name);
+    });
+  }
+
+  test("siluMul, gelu (tanh and erf), addInPlace", () => {
+    for (const n of [1, 17, 100003]) {
+      const g = elementInput(n, n);
+      const u = randomArray(n, n + 1);
+      assertClose(native.siluMul(g, u), tsKernels.siluMul(g, u), 1e-6, `siluMul ${n}`);
+      for (const approximate of [true, false]) {
+        const expected = g.slice();
+        tsKernels.gelu(expected, approximate);
+        const actual = g.slice();
+        native.gelu(actual, approximate);
+        assertClose(actual, expected, 2e-6, `gelu ${approximate ? "tanh" : "erf"} ${n}`);
+      }
+      const expected = g.slice();
+      tsKernels.addInPlace(expected, u);
+      const actual = g.slice();
+      native.addInPlace(actual, u);
+      assert.deepEqual(actual, expected, `addInPlace ${n}`);
+    }
+  });
+}
+
+const native = loadNativeKernels();
+
+if (!native) {
+  const reason = nativeLoadError() ?? "unknown reason";
+  if (process.env.CI) {
+    test("native kernels are built (required when CI is set)", () => {
+      assert.fail(`native kernels unavailable: ${reason}`);
+    });
+  } else {
+    test("native kernels", { skip: `native addon unavailable (${reason}); set CI=1 to make this a failure` }, () => {});
+  }
+} else {
+  const info = native.info();
+  const best = info.isas[0]!;
+  for (const isa of info.isas) {
+    describe(`native kernels (${isa}, ${info.threads} threads)`, () => {
+      kernelTests(native, isa);
+      after(() => native.setIsa(best));
+    });
+  }
+
+  test("argument errors are thrown, not crashes", () => {
+    const w = randomWeight("BF16", 4, 8, 1);
+    assert.throws(() => native.linear(new Float32Array(7), 1, w), /expected 1x8/);
+    assert.throws(() => native.linear(new Float32Array(8), 1, { dtype: "BF16", shape: [4, 8], data: new Float32Array(32) }), /Uint16Array/);
+    assert.throws(() => native.linear(new Float32Array(8), 1, { dtype: "BF16", shape: [4, 8], data: new Uint16Array(31) }), /weight data/);
+    assert.throws(() => native.linear(new Float32Array(8), 1, w, new Float32Array(3)), /bias/);
+    assert.throws(() => native.rmsNorm(new Float32Array(5), 2, new Float32Array(4), 1e-5), /x has 5/);
+    const p = attentionParams(ATTENTION_CASES[0]!, 1);
+    assert.throws(() => native.attention({ ...p, numKvHeads: 4 }), /multiple/);
+    assert.throws(() => native.attention({ ...p, seqK: 100 }), /k has/);
+    assert.equal(native.setIsa("nonsense" as NativeIsa), false);
+  });
+
+  // End to end: the tiny models on the native kernels against the PyTorch fixtures.
+  for (const name of TINY_MODELS) {
+    test(`${name} on native kernels: image features and logits within 1e-4 of the reference`, (t) => {
+      const dir = fixturePath("models", name);
+      const store = WeightStore.fromDir(dir);
+      const model = new Idefics3Model(store, loadModelConfig(join(dir, "config.json")), native);
+      store.close();
+      const c = readJson<{
+        input_ids: number[];
+        pixel_values_shape: number[];
+        pixel_values_file: string;
+        image_hidden_states_file: string;
+        logits_last_file: string;
+      }>("cases", `${name}.describe_nosplit.json`);
+      const [, tiles, , , size] = c.pixel_values_shape as [number, number, number, number, number];
+      const features = model.encodeImages({ data: readF32(c.pixel_values_file), tiles, size });
+      const featErr = relL2(features, readF32(c.image_hidden_states_file));
+      const logits = model.forward(model.embedPrompt(c.input_ids, features), c.input_ids.length, model.text.newCache());
+      const logitErr = relL2(logits, readF32(c.logits_last_file));
+      t.diagnostic(`features relL2 ${featErr.toExponential(2)}, logits relL2 ${logitErr.toExponential(2)}`);
+      assert.ok(featErr <= 1e-4, `image features relative L2 ${featErr}`);
+      assert.ok(logitErr <= 1e-4, `logits relative L2 ${logitErr}`);
+    });
+  }
+}
+
+// Keep the 16-bit helpers referenced: they document how the weights above are made.
+void bf16ToF32;
+void f16ToF32;
