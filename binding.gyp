@@ -8,7 +8,9 @@
         "native/threadpool.cc",
         "native/matmul.cc",
         "native/attention.cc",
-        "native/elementwise.cc"
+        "native/elementwise.cc",
+        "native/mmap.cc",
+        "native/peak.cc"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O3", "-fno-math-errno", "-pthread"],

@@ -13,6 +13,7 @@
 #include "kernels.h"
 #include "simd.h"
 #include "threadpool.h"
+#include "mmap.h"
 
 namespace smolvlm {
 namespace {
@@ -296,6 +297,10 @@ napi_value SetIsa(napi_env env, napi_callback_info info) {
 }
 
 }  // namespace
+
+// peak.cc: machine limits for benchmarks.
+napi_value MeasurePeakFlops(napi_env env, napi_callback_info info);
+napi_value MeasureBandwidth(napi_env env, napi_callback_info info);
 }  // namespace smolvlm
 
 NAPI_MODULE_INIT() {
@@ -311,6 +316,9 @@ NAPI_MODULE_INIT() {
       {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"mapFile", nullptr, MapFile, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"measurePeakFlops", nullptr, MeasurePeakFlops, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"measureBandwidth", nullptr, MeasureBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -230,11 +230,15 @@ export class SmolVLM {
     let tiles: PreparedPrompt["tiles"] = null;
     if (processed.length > 0) {
       const count = processed.reduce((n, p) => n + p.tiles, 0);
-      const data = new Float32Array(processed.reduce((n, p) => n + p.pixelValues.length, 0));
-      let offset = 0;
-      for (const p of processed) {
-        data.set(p.pixelValues, offset);
-        offset += p.pixelValues.length;
+      // One image's tiles are used as they are; several are joined (one copy, not per image).
+      let data = processed[0]!.pixelValues;
+      if (processed.length > 1) {
+        data = new Float32Array(processed.reduce((n, p) => n + p.pixelValues.length, 0));
+        let offset = 0;
+        for (const p of processed) {
+          data.set(p.pixelValues, offset);
+          offset += p.pixelValues.length;
+        }
       }
       tiles = { data, count, size: processed[0]!.height, perImage: processed.map((p) => p.tiles) };
     }
@@ -266,7 +270,8 @@ export class SmolVLM {
     const maxNewTokens = options.maxNewTokens ?? this.generationDefaults.maxNewTokens ?? 512;
     if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new SmolVLMError("bad_request", `max_new_tokens must be a non-negative integer, got ${maxNewTokens}`);
     const sampling = this.samplingFor(options);
-    const prepared = await this.prepare(request);
+    let prepared: PreparedPrompt | null = await this.prepare(request);
+    const summary = { ...prepared, tiles: null, tileCount: prepared.tiles?.count ?? 0 };
     // Without an explicit limit, generation simply stops at the end of the context.
     const room = this.config.text.maxPositionEmbeddings - prepared.inputIds.length;
     const limit = options.maxNewTokens === undefined ? Math.max(0, Math.min(maxNewTokens, room)) : maxNewTokens;
@@ -278,7 +283,7 @@ export class SmolVLM {
     const queue = new AsyncQueue<string>();
     let outcome: { result: SequenceResult } | { error: unknown } | undefined;
     this.engine.submit(
-      prepared,
+      { inputIds: prepared.inputIds, tiles: prepared.tiles },
       {
         maxNewTokens: limit,
         sampling,
@@ -300,6 +305,7 @@ export class SmolVLM {
         },
       },
     );
+    prepared = null; // the engine owns the pixel values now and drops them after encoding
     try {
       for await (const delta of queue) yield delta;
     } finally {
@@ -308,7 +314,7 @@ export class SmolVLM {
     }
     if (!outcome) throw new Error("the engine ended a request without a result");
     if ("error" in outcome) throw outcome.error;
-    return this.result(outcome.result, prepared, start);
+    return this.result(outcome.result, summary, start);
   }
 
   /** The model cannot attend past its trained context: refuse before doing any work. */
@@ -322,7 +328,7 @@ export class SmolVLM {
     }
   }
 
-  private result(r: SequenceResult, prepared: PreparedPrompt, start: number): GenerationResult {
+  private result(r: SequenceResult, prepared: Omit<PreparedPrompt, "tiles"> & { tileCount: number }, start: number): GenerationResult {
     const end = now();
     const t = r.timings;
     const decodeMs = r.tokenIds.length > 0 ? t.last_token_at - t.first_token_at : 0;
@@ -345,7 +351,7 @@ export class SmolVLM {
         prompt_tokens: prepared.inputIds.length,
         cached_tokens: t.cached_tokens,
         generated_tokens: r.tokenIds.length,
-        image_tiles: prepared.tiles?.count ?? 0,
+        image_tiles: prepared.tileCount,
       },
     };
   }

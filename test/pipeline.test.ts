@@ -13,7 +13,8 @@ import type { FixtureCase } from "./model.test.js";
 
 const loaded = new Map<string, Promise<SmolVLM>>();
 function vlm(name: string): Promise<SmolVLM> {
-  if (!loaded.has(name)) loaded.set(name, SmolVLM.load(fixturePath("models", name)));
+  // f32 is the parity mode; the default (bf16 where the CPU has it) is tested below with its own tolerance.
+  if (!loaded.has(name)) loaded.set(name, SmolVLM.load(fixturePath("models", name), { dtype: "f32" }));
   return loaded.get(name)!;
 }
 
@@ -62,4 +63,23 @@ for (const name of TINY_MODELS) {
       if (n === c.greedy.ids.length) assert.equal(result.text, c.greedy.text);
     });
   }
+}
+
+test("the backend under test is the native one when it is built (CI builds it)", async () => {
+  const model = await vlm("tiny-bf16");
+  if (process.env.CI) assert.equal(model.backend.kernels, "native", model.backend.notice);
+  assert.equal(model.backend.dtype, "f32");
+});
+
+for (const name of TINY_MODELS) {
+  test(`${name}: bf16 mode stays within 3e-2 of the reference logits`, async (t) => {
+    const model = await SmolVLM.load(fixturePath("models", name), { dtype: "bf16" });
+    for (const file of [`${name}.describe_nosplit.json`, `${name}.text_only.json`]) {
+      const c = readJson<FixtureCase>("cases", file);
+      const result = await model.generate(requestFor(c), { greedy: true, maxNewTokens: 1, returnPromptLogits: true });
+      const err = relL2(result.promptLogits!, readF32(c.logits_last_file));
+      t.diagnostic(`${file}: bf16 logits relL2 ${err.toExponential(2)}`);
+      assert.ok(err <= 3e-2, `${file}: bf16 logits relative L2 ${err} > 3e-2`);
+    }
+  });
 }

@@ -29,6 +29,7 @@ interface NativeAddon {
   addInPlace(a: Float32Array, b: Float32Array): void;
   info(): NativeInfo;
   setIsa(isa: string): boolean;
+  mapFile(path: string): ArrayBuffer;
 }
 
 export type NativeIsa = "avx512" | "avx2" | "neon" | "scalar";
@@ -97,6 +98,15 @@ function loadAddon(): NativeAddon | null {
     addon = null;
   }
   return addon;
+}
+
+/**
+ * The whole file as an ArrayBuffer over a private memory mapping, or null when the addon is
+ * unavailable (the caller then reads the file). Throws if the file cannot be mapped.
+ */
+export function mapFile(path: string): ArrayBuffer | null {
+  const a = loadAddon();
+  return a ? a.mapFile(path) : null;
 }
 
 /** Why the native kernels are unavailable (undefined when they loaded, or were not tried yet). */

@@ -92,7 +92,13 @@ class Sequence {
   /** The prompt's key for the prefix cache (image slots replaced by image-content ids). */
   key: number[] = [];
 
-  constructor(readonly input: EngineInput, readonly options: EngineOptions, readonly listener: SequenceListener, tokenizer: Tokenizer) {
+  /** The prompt's tiles until the vision encoder has consumed them (then released). */
+  tiles: EngineInput["tiles"];
+  readonly inputIds: number[];
+
+  constructor(input: EngineInput, readonly options: EngineOptions, readonly listener: SequenceListener, tokenizer: Tokenizer) {
+    this.inputIds = input.inputIds;
+    this.tiles = input.tiles;
     this.context = [...input.inputIds];
     this.sampler = new Sampler(options.sampling);
     this.text = new TextStream(tokenizer);
@@ -100,7 +106,7 @@ class Sequence {
   }
 
   get promptLength(): number {
-    return this.input.inputIds.length;
+    return this.inputIds.length;
   }
 }
 
@@ -165,20 +171,23 @@ export class Engine {
 
   /** Reuses a cached prefix if one matches, and decides which tiles still need encoding. */
   private start(seq: Sequence): void {
-    seq.key = this.promptKey(seq.input);
-    const hit = this.prefixCache.lookup(seq.key, () => this.model.text.newCache());
-    seq.cache = hit?.cache ?? this.model.text.newCache();
+    seq.key = this.promptKey(seq.inputIds, seq.tiles);
+    // Allocating the whole sequence's cache at once avoids repeated grow-and-copy (and its peak).
+    const capacity = Math.min(seq.promptLength + seq.options.maxNewTokens, this.model.config.text.maxPositionEmbeddings);
+    const hit = this.prefixCache.lookup(seq.key, () => this.model.text.newCache(capacity));
+    seq.cache = hit?.cache ?? this.model.text.newCache(capacity);
     seq.prefilled = hit?.length ?? 0;
     seq.timings.cached_tokens = seq.prefilled;
     const imageId = this.model.config.imageTokenId;
     let slotsBefore = 0;
-    for (let i = 0; i < seq.prefilled; i++) if (seq.input.inputIds[i] === imageId) slotsBefore++;
+    for (let i = 0; i < seq.prefilled; i++) if (seq.inputIds[i] === imageId) slotsBefore++;
     const perTile = this.model.imageTokensPerTile;
     seq.nextTile = Math.floor(slotsBefore / perTile);
     seq.firstSlot = seq.nextTile * perTile;
-    const tiles = seq.input.tiles?.count ?? 0;
+    const tiles = seq.tiles?.count ?? 0;
     seq.features = new Float32Array(Math.max(0, tiles - seq.nextTile) * perTile * this.model.config.text.hiddenSize);
     seq.phase = seq.nextTile < tiles ? "vision" : "prefill";
+    if (seq.phase === "prefill") seq.tiles = null;
   }
 
   /** One iteration: one tile or prefill chunk, batched with one decode step of every decoder. */
@@ -231,24 +240,27 @@ export class Engine {
 
   private encodeTile(seq: Sequence): void {
     const t0 = now();
-    const tiles = seq.input.tiles!;
+    const tiles = seq.tiles!;
     const tileValues = 3 * tiles.size * tiles.size;
     const t = seq.nextTile;
     const features = this.model.encodeImages({ data: tiles.data.subarray(t * tileValues, (t + 1) * tileValues), tiles: 1, size: tiles.size });
     seq.features!.set(features, (t * this.model.imageTokensPerTile - seq.firstSlot) * this.model.config.text.hiddenSize);
     seq.nextTile++;
-    if (seq.nextTile === tiles.count) seq.phase = "prefill";
+    if (seq.nextTile === tiles.count) {
+      seq.phase = "prefill";
+      seq.tiles = null; // pixel values are no longer needed: let them go before the prefill
+    }
     seq.timings.vision_ms += now() - t0;
   }
 
   /** Embeddings of the next chunk of prompt positions, image features in their slots. */
   private prefillEmbeds(seq: Sequence, chunk: number): Float32Array {
-    const ids = seq.input.inputIds.slice(seq.prefilled, seq.prefilled + chunk);
+    const ids = seq.inputIds.slice(seq.prefilled, seq.prefilled + chunk);
     const embeds = this.model.text.embed(ids);
     const h = this.model.config.text.hiddenSize;
     const imageId = this.model.config.imageTokenId;
     let slot = 0;
-    for (let i = 0; i < seq.prefilled; i++) if (seq.input.inputIds[i] === imageId) slot++;
+    for (let i = 0; i < seq.prefilled; i++) if (seq.inputIds[i] === imageId) slot++;
     for (let i = 0; i < ids.length; i++) {
       if (ids[i] !== imageId) continue;
       const at = (slot - seq.firstSlot) * h;
@@ -333,16 +345,16 @@ export class Engine {
   }
 
   /** Prompt ids with each image slot replaced by a negative id of that image's pixel content. */
-  private promptKey(input: EngineInput): number[] {
-    const key = [...input.inputIds];
-    if (!input.tiles) return key;
+  private promptKey(inputIds: readonly number[], tiles: EngineInput["tiles"]): number[] {
+    const key = [...inputIds];
+    if (!tiles) return key;
     const imageId = this.model.config.imageTokenId;
-    const tileValues = 3 * input.tiles.size * input.tiles.size;
+    const tileValues = 3 * tiles.size * tiles.size;
     const perTile = this.model.imageTokensPerTile;
     const slotOwner: number[] = [];
     let tile = 0;
-    for (const count of input.tiles.perImage) {
-      const pixels = input.tiles.data.subarray(tile * tileValues, (tile + count) * tileValues);
+    for (const count of tiles.perImage) {
+      const pixels = tiles.data.subarray(tile * tileValues, (tile + count) * tileValues);
       // 48 bits of the content hash, negative so it can never equal a real token id.
       const id = -1 - parseInt(createHash("sha256").update(new Uint8Array(pixels.buffer, pixels.byteOffset, pixels.byteLength)).digest("hex").slice(0, 12), 16);
       for (let s = 0; s < count * perTile; s++) slotOwner.push(id);

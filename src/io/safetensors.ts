@@ -1,10 +1,12 @@
 /**
- * safetensors reader. Each tensor is read into its own typed array in the checkpoint's dtype
- * (BF16/F16 stay 16-bit: no float32 copy of the model), so there is no limit from the size of a
- * single Node Buffer and every array is correctly aligned whatever the file's offsets are.
+ * safetensors reader. Tensors keep the checkpoint's dtype (BF16/F16 stay 16-bit: no float32 copy
+ * of the model). With the native addon the file is memory-mapped and every aligned tensor is a
+ * view into the mapping (weights are used in place from the page cache); otherwise, or for a
+ * misaligned tensor, each tensor is read into its own array.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
+import { mapFile } from "../backend/native-kernels.js";
 
 export type DType = "F32" | "BF16" | "F16";
 
@@ -28,8 +30,17 @@ function fail(file: string, message: string): never {
   throw new SmolVLMError("bad_weights", message, file);
 }
 
+/** Where the bytes come from: a memory mapping of the whole file, or reads from a descriptor. */
+type Source = { mapped: Uint8Array } | { fd: number };
+
 /** Reads exactly `length` bytes at `position`, or fails with a message naming the file. */
-function readExactly(fd: number, file: string, target: Uint8Array, position: number): void {
+function readExactly(source: Source, file: string, target: Uint8Array, position: number): void {
+  if ("mapped" in source) {
+    if (position + target.byteLength > source.mapped.byteLength) fail(file, `file ends early while reading ${target.byteLength} bytes at offset ${position} (truncated download?)`);
+    target.set(source.mapped.subarray(position, position + target.byteLength));
+    return;
+  }
+  const fd = source.fd;
   let done = 0;
   while (done < target.byteLength) {
     const n = readSync(fd, target, done, target.byteLength - done, position + done);
@@ -38,7 +49,7 @@ function readExactly(fd: number, file: string, target: Uint8Array, position: num
   }
 }
 
-function parseHeader(fd: number, file: string, fileSize: number): { entries: Map<string, HeaderEntry>; dataStart: number } {
+function parseHeader(fd: Source, file: string, fileSize: number): { entries: Map<string, HeaderEntry>; dataStart: number } {
   if (fileSize < 8) fail(file, `only ${fileSize} bytes: not a safetensors file (truncated?)`);
   const lenBuf = new Uint8Array(8);
   readExactly(fd, file, lenBuf, 0);
@@ -83,16 +94,16 @@ function isSupported(dtype: string): dtype is DType {
 /** A lazily-read safetensors file: the header is parsed at open, tensors are read on demand. */
 export class SafetensorsFile {
   readonly path: string;
-  private readonly fd: number;
+  private readonly source: Source;
   private readonly entries: Map<string, HeaderEntry>;
   private readonly dataStart: number;
   private readonly fileSize: number;
 
-  private constructor(path: string, fd: number, fileSize: number) {
+  private constructor(path: string, source: Source, fileSize: number) {
     this.path = path;
-    this.fd = fd;
+    this.source = source;
     this.fileSize = fileSize;
-    const { entries, dataStart } = parseHeader(fd, path, fileSize);
+    const { entries, dataStart } = parseHeader(source, path, fileSize);
     this.entries = entries;
     this.dataStart = dataStart;
   }
@@ -106,9 +117,16 @@ export class SafetensorsFile {
       throw new SmolVLMError("bad_weights", code === "ENOENT" ? "weights file not found" : `cannot open weights (${code})`, path);
     }
     try {
-      return new SafetensorsFile(path, fd, fstatSync(fd).size);
+      const size = fstatSync(fd).size;
+      const mapped = size >= 8 && process.env.SMOLVLM_MMAP !== "0" ? mapFile(path) : null;
+      if (mapped) closeSync(fd); // the mapping keeps the file's pages reachable
+      return new SafetensorsFile(path, mapped ? { mapped: new Uint8Array(mapped) } : { fd }, size);
     } catch (e) {
-      closeSync(fd);
+      try {
+        closeSync(fd);
+      } catch {
+        // already closed after mapping
+      }
       throw e;
     }
   }
@@ -134,13 +152,21 @@ export class SafetensorsFile {
     if (this.dataStart + end > this.fileSize) {
       fail(this.path, `tensor "${name}" ends at byte ${this.dataStart + end}, past the end of the ${this.fileSize}-byte file (truncated?)`);
     }
+    const offset = this.dataStart + begin;
+    const width = BYTES_PER_ELEMENT[dtype];
+    if ("mapped" in this.source && (this.source.mapped.byteOffset + offset) % width === 0) {
+      const buf = this.source.mapped.buffer;
+      const at = this.source.mapped.byteOffset + offset;
+      return { dtype, shape: entry.shape, data: dtype === "F32" ? new Float32Array(buf, at, count) : new Uint16Array(buf, at, count) };
+    }
     const data = dtype === "F32" ? new Float32Array(count) : new Uint16Array(count);
-    readExactly(this.fd, this.path, new Uint8Array(data.buffer), this.dataStart + begin);
+    readExactly(this.source, this.path, new Uint8Array(data.buffer), offset);
     return { dtype, shape: entry.shape, data };
   }
 
+  /** Releases the descriptor; a mapping stays alive for as long as tensors view it. */
   close(): void {
-    closeSync(this.fd);
+    if ("fd" in this.source) closeSync(this.source.fd);
   }
 }
 

@@ -63,8 +63,9 @@ export class TextDecoder {
     this.rotary = new RotaryTable(config.headDim, config.rope);
   }
 
-  newCache(): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim);
+  /** An empty cache; `capacity` positions are allocated up front (it grows beyond if needed). */
+  newCache(capacity = 256): KVCache {
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, Math.max(1, capacity));
   }
 
   /** Embedding rows for the given token ids: [ids.length, hidden]. */

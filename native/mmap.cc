@@ -1,0 +1,88 @@
+// mapFile(path) -> ArrayBuffer over a read-only-in-practice, copy-on-write mapping of the whole
+// file. Weights are then used in place from the page cache: no read into the heap, no float32
+// copy, and pages the model never touches are never loaded. The mapping lives as long as any
+// view of the ArrayBuffer does (the finalizer unmaps it).
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <string>
+
+#ifndef _WIN32
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cerrno>
+#include <cstring>
+#endif
+
+#include "mmap.h"
+
+namespace smolvlm {
+namespace {
+
+#ifndef _WIN32
+struct Mapping {
+  void* addr;
+  size_t size;
+};
+
+void Unmap(napi_env, void*, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  munmap(m->addr, m->size);
+  delete m;
+}
+#endif
+
+}  // namespace
+
+napi_value MapFile(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "smolvlm native mapFile: expects a path");
+    return nullptr;
+  }
+  std::string path(len, '\0');
+  napi_get_value_string_utf8(env, argv[0], path.data(), len + 1, &len);
+#ifdef _WIN32
+  napi_throw_error(env, "ENOSYS", "smolvlm native mapFile: not available on Windows");
+  return nullptr;
+#else
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    napi_throw_error(env, "EOPEN", (std::string("cannot open: ") + std::strerror(errno)).c_str());
+    return nullptr;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || st.st_size <= 0) {
+    close(fd);
+    napi_throw_error(env, "ESTAT", "cannot map an empty or unreadable file");
+    return nullptr;
+  }
+  size_t size = static_cast<size_t>(st.st_size);
+  // Private and writable so that a stray write only copies a page instead of faulting; the
+  // engine never writes to weights.
+  void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  close(fd);
+  if (addr == MAP_FAILED) {
+    napi_throw_error(env, "EMMAP", (std::string("mmap failed: ") + std::strerror(errno)).c_str());
+    return nullptr;
+  }
+  auto* mapping = new Mapping{addr, size};
+  napi_value buffer;
+  if (napi_create_external_arraybuffer(env, addr, size, Unmap, mapping, &buffer) != napi_ok) {
+    munmap(addr, size);
+    delete mapping;
+    napi_throw_error(env, "EEXTERNAL", "cannot wrap the mapping as an ArrayBuffer");
+    return nullptr;
+  }
+  return buffer;
+#endif
+}
+
+}  // namespace smolvlm

@@ -1,0 +1,277 @@
+// Machine limits measured in-process, for benchmarks: the float32 FMA peak of the instruction set
+// in use on every pool thread, and the streaming read bandwidth of main memory.
+//
+//   measurePeakFlops(seconds) -> { gflops, gflopsOneThread, threads, isa, vectorWidth, accumulators, seconds }
+//   measureBandwidth(bytes, seconds) -> { gbps, bestGbps, threads, bytes, passes, seconds }
+//
+// The per-ISA loops are the body at the end of this file, compiled once per instruction set (the
+// file includes itself, as matmul.cc includes matmul_impl.inc), inside that set's target region.
+#ifndef SMOLVLM_PEAK_BODY
+
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <chrono>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cpu.h"
+#include "simd.h"
+#include "threadpool.h"
+
+namespace smolvlm {
+
+struct PeakImpl {
+  // acc = acc * a + b on `accumulators` independent vector chains, `iters` times; returns a sum
+  // of the accumulators (so nothing is optimised away).
+  float (*fma_loop)(size_t iters, float seed);
+  // Sum of n floats (n a multiple of 64), read with vector loads.
+  float (*read_sum)(const float* p, size_t n);
+  int width;         // floats per vector
+  int accumulators;  // independent FMA chains
+};
+
+#define SMOLVLM_PEAK_BODY 1
+#ifdef SMOLVLM_X86
+SMOLVLM_BEGIN_AVX512
+namespace avx512 {
+namespace {
+#include "simd_avx512.inc"
+constexpr int kAcc = 24;  // 32 zmm registers
+#include "peak.cc"
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+PeakImpl peak_impl() { return {fma_loop, read_sum, S::W, kAcc}; }
+}  // namespace avx512
+SMOLVLM_END_TARGET
+
+SMOLVLM_BEGIN_AVX2
+namespace avx2 {
+namespace {
+#include "simd_avx2.inc"
+constexpr int kAcc = 12;  // 16 ymm registers: 12 chains + the two operands
+#include "peak.cc"
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+PeakImpl peak_impl() { return {fma_loop, read_sum, S::W, kAcc}; }
+}  // namespace avx2
+SMOLVLM_END_TARGET
+#endif
+
+#ifdef SMOLVLM_ARM64
+namespace neon {
+namespace {
+#include "simd_neon.inc"
+constexpr int kAcc = 24;
+#include "peak.cc"
+}  // namespace
+PeakImpl peak_impl() { return {fma_loop, read_sum, S::W, kAcc}; }
+}  // namespace neon
+#endif
+
+namespace scalar {
+namespace {
+#include "simd_scalar.inc"
+constexpr int kAcc = 8;
+#include "peak.cc"
+}  // namespace
+PeakImpl peak_impl() { return {fma_loop, read_sum, S::W, kAcc}; }
+}  // namespace scalar
+#undef SMOLVLM_PEAK_BODY
+
+namespace {
+
+PeakImpl current_impl() {
+  switch (current_isa()) {
+#ifdef SMOLVLM_X86
+    case Isa::Avx512:
+      return avx512::peak_impl();
+    case Isa::Avx2:
+      return avx2::peak_impl();
+#endif
+#ifdef SMOLVLM_ARM64
+    case Isa::Neon:
+      return neon::peak_impl();
+#endif
+    default:
+      return scalar::peak_impl();
+  }
+}
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+volatile float g_sink = 0;
+
+struct FlopsJob {
+  PeakImpl impl;
+  size_t iters;
+  std::vector<float> sums;  // one per task
+};
+
+// Rate of one thread, GFLOP/s, over about `seconds`.
+double one_thread_gflops(const PeakImpl& impl, double seconds, size_t* iters_per_20ms) {
+  size_t iters = 1 << 12;
+  double t = 0;
+  for (;;) {  // grow until one call takes at least 2 ms
+    const auto t0 = Clock::now();
+    g_sink = g_sink + impl.fma_loop(iters, 1.0f);
+    t = seconds_since(t0);
+    if (t >= 2e-3 || iters >= (size_t(1) << 34)) break;
+    iters *= 4;
+  }
+  const double flops_per_iter = 2.0 * impl.width * impl.accumulators;
+  const double rate = iters * flops_per_iter / t;  // flop/s
+  *iters_per_20ms = std::max<size_t>(1, static_cast<size_t>(rate * 0.02 / flops_per_iter));
+  // Measure for the requested time.
+  const size_t n = std::max<size_t>(1, static_cast<size_t>(rate * seconds / flops_per_iter));
+  const auto t0 = Clock::now();
+  g_sink = g_sink + impl.fma_loop(n, 1.0f);
+  return n * flops_per_iter / seconds_since(t0) / 1e9;
+}
+
+napi_value set_number(napi_env env, napi_value o, const char* name, double v) {
+  napi_value x;
+  napi_create_double(env, v, &x);
+  napi_set_named_property(env, o, name, x);
+  return o;
+}
+
+bool read_args(napi_env env, napi_callback_info info, size_t want, double* out, const char* fn) {
+  napi_value argv[2];
+  size_t argc = 2;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  for (size_t i = 0; i < want; i++) {
+    double v = 0;
+    if (i >= argc || napi_get_value_double(env, argv[i], &v) != napi_ok || !std::isfinite(v) || v <= 0) {
+      const std::string msg = std::string("smolvlm native ") + fn + ": expects " + std::to_string(want) + " positive number argument(s)";
+      napi_throw_type_error(env, nullptr, msg.c_str());
+      return false;
+    }
+    out[i] = v;
+  }
+  return true;
+}
+
+}  // namespace
+
+// measurePeakFlops(seconds): FMA-bound loop on every pool thread, for the ISA in use.
+napi_value MeasurePeakFlops(napi_env env, napi_callback_info info) {
+  double seconds = 1;
+  if (!read_args(env, info, 1, &seconds, "measurePeakFlops")) return nullptr;
+  seconds = std::min(seconds, 60.0);
+  const PeakImpl impl = current_impl();
+  const int threads = pool_threads();
+  size_t iters20 = 0;
+  const double one = one_thread_gflops(impl, std::min(0.25, seconds / 4), &iters20);
+  // Tasks of about 20 ms each (at the one-thread rate), handed out dynamically to the threads.
+  FlopsJob job{impl, iters20, {}};
+  const size_t tasks = std::max<size_t>(threads, static_cast<size_t>(std::ceil(seconds / 0.02)) * threads);
+  job.sums.assign(tasks, 0.0f);
+  auto body = [&job](size_t i) { job.sums[i] = job.impl.fma_loop(job.iters, 1.0f + 1e-3f * static_cast<float>(i % 7)); };
+  const auto t0 = Clock::now();
+  parallel_for_each(tasks, body);
+  const double t = seconds_since(t0);
+  float s = 0;
+  for (float v : job.sums) s += v;
+  g_sink = g_sink + s;
+  const double flops = static_cast<double>(tasks) * job.iters * 2.0 * impl.width * impl.accumulators;
+
+  napi_value o, isa;
+  napi_create_object(env, &o);
+  set_number(env, o, "gflops", flops / t / 1e9);
+  set_number(env, o, "gflopsOneThread", one);
+  set_number(env, o, "threads", threads);
+  napi_create_string_utf8(env, isa_name(current_isa()), NAPI_AUTO_LENGTH, &isa);
+  napi_set_named_property(env, o, "isa", isa);
+  set_number(env, o, "vectorWidth", impl.width);
+  set_number(env, o, "accumulators", impl.accumulators);
+  set_number(env, o, "seconds", t);
+  return o;
+}
+
+// measureBandwidth(bytes, seconds): repeated multi-threaded reads of one buffer of `bytes`
+// (first touched in parallel, then read once unmeasured), until `seconds` have passed.
+napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
+  double args[2] = {0, 0};
+  if (!read_args(env, info, 2, args, "measureBandwidth")) return nullptr;
+  const double seconds = std::min(args[1], 60.0);
+  const size_t chunk_floats = size_t(1) << 18;  // 1 MiB per task
+  size_t n = static_cast<size_t>(args[0] / sizeof(float));
+  n = std::max(chunk_floats, (n + chunk_floats - 1) / chunk_floats * chunk_floats);
+  const size_t tasks = n / chunk_floats;
+  ScratchBuffer<float> buf;
+  float* p = buf.get(n);
+  const PeakImpl impl = current_impl();
+  std::vector<float> sums(tasks, 0.0f);
+  auto touch = [&](size_t t) {
+    float* q = p + t * chunk_floats;
+    for (size_t i = 0; i < chunk_floats; i++) q[i] = static_cast<float>((t + i) & 15);
+  };
+  parallel_for_each(tasks, touch);
+  auto read = [&](size_t t) { sums[t] += impl.read_sum(p + t * chunk_floats, chunk_floats); };
+  parallel_for_each(tasks, read);  // warm-up pass
+
+  double total = 0, best = 0;
+  int passes = 0;
+  const auto t0 = Clock::now();
+  do {
+    const auto t1 = Clock::now();
+    parallel_for_each(tasks, read);
+    const double dt = seconds_since(t1);
+    best = std::max(best, n * sizeof(float) / dt / 1e9);
+    passes++;
+    total = seconds_since(t0);
+  } while (total < seconds || passes < 2);
+  float s = 0;
+  for (float v : sums) s += v;
+  g_sink = g_sink + s;
+
+  napi_value o;
+  napi_create_object(env, &o);
+  set_number(env, o, "gbps", static_cast<double>(passes) * n * sizeof(float) / total / 1e9);
+  set_number(env, o, "bestGbps", best);
+  set_number(env, o, "threads", pool_threads());
+  set_number(env, o, "bytes", static_cast<double>(n * sizeof(float)));
+  set_number(env, o, "passes", passes);
+  set_number(env, o, "seconds", total);
+  return o;
+}
+
+}  // namespace smolvlm
+
+#else  // SMOLVLM_PEAK_BODY: the per-ISA loops, compiled inside a target region with `S` defined.
+
+float fma_loop(size_t iters, float seed) {
+  S::V acc[kAcc];
+  for (int i = 0; i < kAcc; i++) acc[i] = S::set1(seed + 0.01f * static_cast<float>(i));
+  const S::V a = S::set1(0.999f), b = S::set1(1e-3f);  // converges to 1: no overflow, no denormals
+  for (size_t it = 0; it < iters; it++) {
+    SMOLVLM_UNROLL
+    for (int i = 0; i < kAcc; i++) acc[i] = S::fmadd(acc[i], a, b);
+  }
+  S::V s = acc[0];
+  for (int i = 1; i < kAcc; i++) s = S::add(s, acc[i]);
+  return S::hsum(s);
+}
+
+float read_sum(const float* p, size_t n) {
+  constexpr int U = 64 / S::W > 0 ? 64 / S::W : 1;  // one 256-byte stretch per step, 4 chains
+  S::V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();
+  for (size_t i = 0; i < n; i += 64) {
+    SMOLVLM_UNROLL
+    for (int u = 0; u < U; u += 4) {
+      s0 = S::add(s0, S::load(p + i + (u + 0) * S::W));
+      if (u + 1 < U) s1 = S::add(s1, S::load(p + i + (u + 1) * S::W));
+      if (u + 2 < U) s2 = S::add(s2, S::load(p + i + (u + 2) * S::W));
+      if (u + 3 < U) s3 = S::add(s3, S::load(p + i + (u + 3) * S::W));
+    }
+  }
+  return S::hsum(S::add(S::add(s0, s1), S::add(s2, s3)));
+}
+
+#endif  // SMOLVLM_PEAK_BODY
