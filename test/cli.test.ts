@@ -82,6 +82,7 @@ test("bad inputs: one clear line on stderr, a non-zero exit, no stack trace", as
     [["run", "--model", MODEL, "--prompt", "hi", "--bogus"], /bogus/],
     [["run", "--model", MODEL, "--prompt", "hi", "--dtype", "q3"], /--dtype q3 is not available/],
     [["frobnicate"], /unknown command/],
+    [["run", "--model", MODEL, "--prompt", "hi", "--image", fixturePath("images", "wide.jpg"), "--max-image-pixels", "1000"], /640x480 = 307200 pixels, over the limit of 1000 .*--max-image-pixels/],
   ];
   for (const [args, pattern] of cases) {
     const r = await cli(args);

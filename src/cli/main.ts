@@ -25,6 +25,7 @@ run options:
   --image PATH            an image (repeatable); fills the conversation's image slots in order
   --image-size N          longest edge images are resized to (size.longest_edge)
   --no-image-splitting    encode each image as one tile, without the split into sub-images
+  --max-image-pixels N    refuse images with more pixels than this before decoding (default 100000000)
   --max-new-tokens N      tokens to generate at most (default 512)
   --greedy                always pick the most likely token
   --temperature T         sample with this temperature (also --top-k, --top-p, --min-p)
@@ -44,6 +45,7 @@ const RUN_OPTIONS = {
   image: { type: "string", multiple: true },
   "image-size": { type: "string" },
   "no-image-splitting": { type: "boolean" },
+  "max-image-pixels": { type: "string" },
   "max-new-tokens": { type: "string" },
   greedy: { type: "boolean" },
   temperature: { type: "string" },
@@ -110,6 +112,7 @@ async function run(args: string[]): Promise<number> {
     images: v.image ?? [],
     imageSize: number("image-size", v["image-size"], true),
     imageSplitting: v["no-image-splitting"] ? false : undefined,
+    maxImagePixels: number("max-image-pixels", v["max-image-pixels"], true),
   };
   const options: GenerateOptions = {
     maxNewTokens: number("max-new-tokens", v["max-new-tokens"], true),

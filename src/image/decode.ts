@@ -83,7 +83,7 @@ async function checkHeader(src: Source, maxPixels: number): Promise<Metadata> {
       src,
       "image_too_large",
       `image is ${width}x${height} = ${width * height} pixels, over the limit of ${maxPixels} ` +
-        `(a guard against decompression bombs); raise it with the maxPixels option if the image is trusted`,
+        `(a guard against decompression bombs); if the image is trusted, raise it (CLI: --max-image-pixels N; library: maxImagePixels / maxPixels)`,
     );
   }
   return meta;
