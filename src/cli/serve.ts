@@ -2,6 +2,7 @@
  * `smolvlm serve`: the OpenAI-compatible HTTP server (src/server/) from the command line. It runs
  * until SIGINT or SIGTERM, then closes connections and the worker and resolves to exit code 0.
  */
+import { DTYPE_MODES, type DTypeMode } from "../smolvlm.js";
 import { existsSync, statSync } from "node:fs";
 import { basename, resolve } from "node:path";
 import { parseArgs, type ParseArgsConfig } from "node:util";
@@ -21,6 +22,7 @@ serve options:
   --max-batch N             requests decoded together (default 8)
   --max-queue N             requests waiting beyond the batch; more get 429 (default 32)
   --prefill-chunk N         prompt positions prefilled per engine step (default 512)
+  --dtype f32|bf16          arithmetic mode (default: bf16 where the CPU has bf16 dot products, else f32)
   --prefix-cache-mb N       KV cache kept for reusing earlier prompts (default 512; 0 disables)
   --image-size N            longest edge images are resized to (default from the checkpoint)
   --no-image-splitting      one tile per image (faster, less detail)
@@ -48,6 +50,7 @@ const SERVE_OPTIONS = {
   "max-queue": { type: "string" },
   "prefill-chunk": { type: "string" },
   "prefix-cache-mb": { type: "string" },
+  dtype: { type: "string" },
   "image-size": { type: "string" },
   "no-image-splitting": { type: "boolean" },
   "allow-remote-images": { type: "boolean" },
@@ -96,8 +99,13 @@ export async function serve(args: string[], hooks: ServeHooks = {}): Promise<num
   }
   const prefixMb = int("prefix-cache-mb", v["prefix-cache-mb"], 0);
   const model = await (hooks.resolveModel ?? defaultResolve)(v.model);
+  if (v.dtype !== undefined && !DTYPE_MODES.includes(v.dtype as DTypeMode)) {
+    process.stderr.write(`smolvlm: --dtype ${v.dtype} is not available (available: ${DTYPE_MODES.join(", ")})\n`);
+    return 2;
+  }
   const options: ServerOptions = {
     modelDir: model.dir,
+    dtype: v.dtype as DTypeMode | undefined,
     servedModelName: v["served-model-name"] ?? model.id,
     host: v.host ?? "127.0.0.1",
     port: int("port", v.port, 0) ?? 8080,

@@ -14,6 +14,7 @@
  * found while the worker prepares the prompt (a prompt longer than the context, say) is still a
  * proper 4xx. When the client disconnects, the request is cancelled in the worker at once.
  */
+import type { DTypeMode } from "../smolvlm.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { monitorEventLoopDelay } from "node:perf_hooks";
@@ -39,6 +40,8 @@ import type { EngineConfig } from "../generation/engine.js";
 export interface ServerOptions {
   /** The model folder the worker loads. */
   modelDir: string;
+  /** Arithmetic mode of the model (default: the library's). */
+  dtype?: DTypeMode;
   /** The id /v1/models lists and requests must name. */
   servedModelName: string;
   host?: string;
@@ -85,7 +88,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const started = Date.now();
   const createdAt = Math.floor(started / 1000);
 
-  const worker = new WorkerClient({ modelDir: options.modelDir, engine: { ...options.engine, maxBatch }, niceness: options.workerNiceness ?? 5 });
+  const worker = new WorkerClient({ modelDir: options.modelDir, dtype: options.dtype, engine: { ...options.engine, maxBatch }, niceness: options.workerNiceness ?? 5 });
   worker.on("log", log);
   await worker.start();
 

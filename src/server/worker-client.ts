@@ -15,6 +15,7 @@
  *                   {type: "load", active, waiting, memory}   the engine's load and the worker's heap, when they change
  *                   {type: "fatal", message}                  loading the model failed
  */
+import type { DTypeMode } from "../smolvlm.js";
 import { EventEmitter } from "node:events";
 import { Worker } from "node:worker_threads";
 import type { ChatRequest, FinishReason, GenerateOptions } from "../smolvlm.js";
@@ -70,6 +71,7 @@ export interface JobCallbacks {
 
 export interface WorkerSettings {
   modelDir: string;
+  dtype?: DTypeMode;
   engine: Partial<EngineConfig>;
   /** How much lower than the HTTP thread the inference thread runs (Linux nice levels; 0: same). */
   niceness?: number;

@@ -39,7 +39,7 @@ if (settings.niceness) lowerOwnPriority(settings.niceness);
 
 let vlm: SmolVLM;
 try {
-  vlm = await SmolVLM.load(settings.modelDir, { engine: settings.engine });
+  vlm = await SmolVLM.load(settings.modelDir, { engine: settings.engine, dtype: settings.dtype });
 } catch (e) {
   post({ type: "fatal", message: e instanceof Error ? e.message : String(e) });
   process.exit(1);
