@@ -91,6 +91,13 @@ const ATTENTION_CASES: AttnCase[] = [
   { name: "causal continuation over 300 keys, GQA 6/2", seqQ: 13, seqK: 300, heads: 6, kvHeads: 2, headDim: 32, offset: 287, capacity: 300 },
   { name: "non-causal, headDim 6", seqQ: 33, seqK: 33, heads: 2, kvHeads: 2, headDim: 6, offset: null, capacity: 33 },
   { name: "non-causal over 1024 keys (vision tile)", seqQ: 1024, seqK: 1024, heads: 2, kvHeads: 2, headDim: 64, offset: null, capacity: 1024 },
+  // Awkward key counts (63, 65, 1023), causal and not, GQA and not.
+  { name: "non-causal, 63 keys, 65 queries", seqQ: 65, seqK: 63, heads: 3, kvHeads: 3, headDim: 64, offset: null, capacity: 63 },
+  { name: "non-causal, 65 keys, 7 queries, GQA 15/5", seqQ: 7, seqK: 65, heads: 15, kvHeads: 5, headDim: 64, offset: null, capacity: 70 },
+  { name: "causal prefill over 63 keys, GQA 15/5", seqQ: 63, seqK: 63, heads: 15, kvHeads: 5, headDim: 64, offset: 0, capacity: 64 },
+  { name: "causal continuation, 65 queries over 1023 keys, GQA 15/5", seqQ: 65, seqK: 1023, heads: 15, kvHeads: 5, headDim: 64, offset: 958, capacity: 1024 },
+  { name: "decode step over 1023 keys, GQA 15/5", seqQ: 1, seqK: 1023, heads: 15, kvHeads: 5, headDim: 64, offset: 1022, capacity: 1023 },
+  { name: "non-causal, 1023 keys and queries, headDim 7", seqQ: 1023, seqK: 1023, heads: 1, kvHeads: 1, headDim: 7, offset: null, capacity: 1023 },
 ];
 
 function attentionParams(c: AttnCase, seed: number): AttentionParams {
@@ -134,6 +141,28 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
           const key = `linear ${dtype} ${rows} ${inDim} ${outDim} ${b ? "bias" : ""}`;
           const ref = cached(key, () => tsKernels.linear(x, rows, w, b));
           assertClose(native.linear(x, rows, w, b), ref, 1e-5, key);
+        }
+      }
+    });
+  }
+
+  // The issue's awkward sizes: rows and columns (input and output widths) of 1, 7, 63, 65, 1023.
+  const AWKWARD = [1, 7, 63, 65, 1023];
+  for (const dtype of ["F32", "BF16", "F16"] as const) {
+    test(`linear, ${dtype} weights, awkward sizes (1, 7, 63, 65, 1023): f32 mode within 1e-5, bf16 mode within 1e-2`, () => {
+      for (const rows of AWKWARD) {
+        for (const inDim of AWKWARD) {
+          for (const outDim of AWKWARD) {
+            // Keep the reference affordable: 1023 x 1023 x 1023 is left out (every pair of 1023s is in).
+            if (rows * inDim * outDim > 70e6) continue;
+            const x = randomArray(rows * inDim, 3 * rows + 5 * inDim + 7 * outDim);
+            const w = randomWeight(dtype, outDim, inDim, 11 * outDim + inDim);
+            const bias = outDim % 2 ? randomArray(outDim, outDim + 17) : null;
+            const key = `awkward linear ${dtype} ${rows}x${inDim}x${outDim}`;
+            const ref = cached(key, () => tsKernels.linear(x, rows, w, bias));
+            assertClose(native.linearF32(x, rows, w, bias), ref, 1e-5, `${key} f32`);
+            assertClose(native.linearBf16(x, rows, w, bias), ref, 1e-2, `${key} bf16`);
+          }
         }
       }
     });

@@ -30,6 +30,36 @@ interface NativeAddon {
   info(): NativeInfo;
   setIsa(isa: string): boolean;
   mapFile(path: string): ArrayBuffer;
+  measurePeakFlops(seconds: number): PeakFlops;
+  measureBandwidth(bytes: number, seconds: number): Bandwidth;
+}
+
+/** measurePeakFlops(): a float32 FMA-bound loop on every pool thread, at the ISA in use. */
+export interface PeakFlops {
+  /** GFLOP/s (an FMA counts as 2) on all `threads` together. */
+  gflops: number;
+  /** GFLOP/s of one thread alone. */
+  gflopsOneThread: number;
+  threads: number;
+  isa: NativeIsa;
+  /** Floats per vector register. */
+  vectorWidth: number;
+  /** Independent FMA chains per thread. */
+  accumulators: number;
+  seconds: number;
+}
+
+/** measureBandwidth(): repeated multi-threaded streaming reads of one large buffer. */
+export interface Bandwidth {
+  /** GB/s (1e9 bytes) over all measured passes. */
+  gbps: number;
+  /** GB/s of the fastest pass. */
+  bestGbps: number;
+  threads: number;
+  /** Buffer size (rounded up to 1 MiB). */
+  bytes: number;
+  passes: number;
+  seconds: number;
 }
 
 export type NativeIsa = "avx512" | "avx2" | "neon" | "scalar";
@@ -63,6 +93,10 @@ export interface NativeKernels extends Kernels {
   info(): NativeInfo;
   /** Switches the instruction set (for tests and benchmarks); false if this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
+  /** Float32 FMA peak of this machine at the current ISA, measured for about `seconds` (benchmarks). */
+  measurePeakFlops(seconds?: number): PeakFlops;
+  /** Streaming read bandwidth over a buffer of `bytes`, measured for about `seconds` (benchmarks). */
+  measureBandwidth(bytes?: number, seconds?: number): Bandwidth;
 }
 
 const DTYPE_CODE: Record<DType, number> = { F32: 0, BF16: 1, F16: 2 };
@@ -171,6 +205,8 @@ export function loadNativeKernels(): NativeKernels | null {
     addInPlace: (x, b) => a.addInPlace(x, b),
     info: () => a.info(),
     setIsa: (isa) => a.setIsa(isa),
+    measurePeakFlops: (seconds = 1) => a.measurePeakFlops(seconds),
+    measureBandwidth: (bytes = 512 * 1024 * 1024, seconds = 2) => a.measureBandwidth(bytes, seconds),
   };
   return kernels;
 }
