@@ -9,9 +9,9 @@
  * previous 8-bit result, as in the reference. (The PIL backend, Idefics3ImageProcessorPil, uses the
  * same sizes with Pillow's resize, `resizeLanczos`, and numpy's unfused rescale/normalise.)
  */
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { SmolVLMError } from "../errors.js";
+import { readJsonFile, readOptionalJsonFile } from "../io/config.js";
 import { resizeLanczosTorch } from "./resize.js";
 import type { RgbImage } from "./types.js";
 
@@ -51,23 +51,6 @@ export interface ProcessedImage {
 
 type Json = Record<string, unknown>;
 
-function readJsonFile(path: string, required: boolean): Json {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    if (!required && (err as NodeJS.ErrnoException).code === "ENOENT") return {};
-    throw new SmolVLMError("bad_config", `cannot read: ${(err as Error).message}`, path);
-  }
-  try {
-    const v: unknown = JSON.parse(text);
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new Error("not a JSON object");
-    return v as Json;
-  } catch (err) {
-    throw new SmolVLMError("bad_config", `invalid JSON: ${(err as Error).message}`, path);
-  }
-}
-
 function posInt(v: unknown, what: string, file: string): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1) {
     throw new SmolVLMError("bad_config", `${what} must be a positive integer, got ${JSON.stringify(v)}`, file);
@@ -97,9 +80,9 @@ function edge(obj: unknown, what: string, file: string): number {
 /** Reads preprocessor_config.json (+ image_seq_len from processor_config.json) of a model folder. */
 export function loadProcessorConfig(dir: string): ImageProcessorConfig {
   const ppPath = join(dir, "preprocessor_config.json");
-  const pp = readJsonFile(ppPath, true);
+  const pp = readJsonFile(ppPath);
   const pcPath = join(dir, "processor_config.json");
-  const pc = readJsonFile(pcPath, false);
+  const pc = readOptionalJsonFile(pcPath);
   // Older model folders keep image_seq_len in preprocessor_config.json only.
   const seq = pc["image_seq_len"] ?? pp["image_seq_len"];
   if (pp["resample"] !== undefined && pp["resample"] !== 1) {

@@ -4,7 +4,7 @@
  * `rope_parameters`) and turns it into one normalised, validated shape. Every size comes from the
  * file: nothing here knows about 256M, 500M or 2.2B.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
 
 export interface RopeConfig {
@@ -72,6 +72,12 @@ export function readJsonFile(path: string, code: "bad_config" | "bad_tokenizer" 
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) throw new SmolVLMError(code, "expected a JSON object", path);
   return value as Json;
+}
+
+/** Like readJsonFile, but a missing file is an empty object (for optional config files). */
+export function readOptionalJsonFile(path: string): Json {
+  if (!existsSync(path)) return {};
+  return readJsonFile(path);
 }
 
 class FieldReader {
