@@ -126,7 +126,8 @@ async function run(args: string[]): Promise<number> {
     ignoreEos: v["ignore-eos"] === true,
     returnPromptLogits: v["logits-out"] !== undefined,
   };
-  const vlm = await SmolVLM.load(await resolveModel(model), { dtype: v.dtype as DTypeMode | undefined });
+  // One request per process: keeping its KV cache for reuse would only raise the peak memory.
+  const vlm = await SmolVLM.load(await resolveModel(model), { dtype: v.dtype as DTypeMode | undefined, engine: { prefixCacheBytes: 0 } });
   if (vlm.backend.notice) process.stderr.write(`smolvlm: ${vlm.backend.notice}\n`);
   if (!v.json) process.stderr.write(`loaded ${model} in ${vlm.loadMs.toFixed(0)} ms (${vlm.backend.kernels} kernels, ${vlm.backend.dtype})\n`);
 
