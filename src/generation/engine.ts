@@ -178,9 +178,7 @@ export class Engine {
     seq.cache = hit?.cache ?? this.model.text.newCache(capacity);
     seq.prefilled = hit?.length ?? 0;
     seq.timings.cached_tokens = seq.prefilled;
-    const imageId = this.model.config.imageTokenId;
-    let slotsBefore = 0;
-    for (let i = 0; i < seq.prefilled; i++) if (seq.inputIds[i] === imageId) slotsBefore++;
+    const slotsBefore = this.model.countImageSlots(seq.inputIds, seq.prefilled);
     const perTile = this.model.imageTokensPerTile;
     seq.nextTile = Math.floor(slotsBefore / perTile);
     seq.firstSlot = seq.nextTile * perTile;
@@ -256,19 +254,8 @@ export class Engine {
   /** Embeddings of the next chunk of prompt positions, image features in their slots. */
   private prefillEmbeds(seq: Sequence, chunk: number): Float32Array {
     const ids = seq.inputIds.slice(seq.prefilled, seq.prefilled + chunk);
-    const embeds = this.model.text.embed(ids);
-    const h = this.model.config.text.hiddenSize;
-    const imageId = this.model.config.imageTokenId;
-    let slot = 0;
-    for (let i = 0; i < seq.prefilled; i++) if (seq.inputIds[i] === imageId) slot++;
-    for (let i = 0; i < ids.length; i++) {
-      if (ids[i] !== imageId) continue;
-      const at = (slot - seq.firstSlot) * h;
-      if (!seq.features || at < 0 || at + h > seq.features.length) throw new RangeError(`the prompt has more <image> tokens than the images give features for`);
-      embeds.set(seq.features.subarray(at, at + h), i * h);
-      slot++;
-    }
-    return embeds;
+    const slot = this.model.countImageSlots(seq.inputIds, seq.prefilled);
+    return this.model.embedWithImages(ids, seq.features, slot - seq.firstSlot);
   }
 
   /** Picks the next token from the last logits and streams its text. */

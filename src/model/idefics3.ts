@@ -48,26 +48,42 @@ export class Idefics3Model {
     return out;
   }
 
+  /** `<image>` tokens among ids[0..end). */
+  countImageSlots(ids: readonly number[], end = ids.length): number {
+    const imageId = this.config.imageTokenId;
+    let n = 0;
+    for (let i = 0; i < end; i++) if (ids[i] === imageId) n++;
+    return n;
+  }
+
   /**
-   * Input embeddings for a prompt: token embeddings, with the rows at `<image>` tokens replaced,
-   * in order, by the image features.
+   * Token embeddings for `ids` (a whole prompt or a chunk of one), with the rows at `<image>`
+   * tokens replaced, in order, by image feature rows starting at row `firstFeature`.
    */
-  embedPrompt(ids: readonly number[], imageFeatures: Float32Array | null): Float32Array {
+  embedWithImages(ids: readonly number[], imageFeatures: Float32Array | null, firstFeature = 0): Float32Array {
     const h = this.config.text.hiddenSize;
     const imageId = this.config.imageTokenId;
     const embeds = this.text.embed(ids);
-    const slots = ids.reduce((n, id) => (id === imageId ? n + 1 : n), 0);
-    const available = imageFeatures ? imageFeatures.length / h : 0;
-    if (slots !== available) {
-      throw new SmolVLMError("bad_request", `the prompt has ${slots} <image> tokens but the images give ${available} image features`);
-    }
-    let next = 0;
-    for (let i = 0; i < ids.length && imageFeatures; i++) {
+    let next = firstFeature;
+    for (let i = 0; i < ids.length; i++) {
       if (ids[i] !== imageId) continue;
+      if (!imageFeatures || next < 0 || (next + 1) * h > imageFeatures.length) {
+        throw new RangeError("the prompt has more <image> tokens than the images give features for");
+      }
       embeds.set(imageFeatures.subarray(next * h, (next + 1) * h), i * h);
       next++;
     }
     return embeds;
+  }
+
+  /** Input embeddings for a whole prompt, whose `<image>` tokens must match the features exactly. */
+  embedPrompt(ids: readonly number[], imageFeatures: Float32Array | null): Float32Array {
+    const slots = this.countImageSlots(ids);
+    const available = imageFeatures ? imageFeatures.length / this.config.text.hiddenSize : 0;
+    if (slots !== available) {
+      throw new SmolVLMError("bad_request", `the prompt has ${slots} <image> tokens but the images give ${available} image features`);
+    }
+    return this.embedWithImages(ids, imageFeatures);
   }
 
   /** Runs new positions through the decoder; see TextDecoder.forward. */
