@@ -67,11 +67,6 @@ export class PrefixCache {
     while (this.usedBytes > this.maxBytes) this.evictOldest();
   }
 
-  clear(): void {
-    this.entries = [];
-    this.usedBytes = 0;
-  }
-
   private evictOldest(): void {
     let oldest = 0;
     for (let i = 1; i < this.entries.length; i++) if (this.entries[i]!.lastUsed < this.entries[oldest]!.lastUsed) oldest = i;

@@ -215,12 +215,6 @@ export function loadModelConfig(path: string): ModelConfig {
   return parseModelConfig(readJsonFile(path), path);
 }
 
-/** Image tokens per tile: (patches per side / scale factor)^2, e.g. 64 for 512 px tiles at patch 16 and scale 4. */
-export function imageTokensPerTile(config: ModelConfig): number {
-  const side = Math.floor(config.vision.imageSize / config.vision.patchSize) / config.scaleFactor;
-  return side * side;
-}
-
 export interface GenerationDefaults {
   eosTokenIds: number[];
   bosTokenId: number | undefined;

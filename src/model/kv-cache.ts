@@ -49,11 +49,6 @@ export class KVCache {
     return this.values[layer]!;
   }
 
-  /** Forgets positions from `length` on (used to reuse a shared prefix). */
-  truncate(length: number): void {
-    this.length = Math.min(this.length, length);
-  }
-
   /** Copies the first `length` positions of another cache of the same shape into this one. */
   copyPrefixFrom(other: KVCache, length: number): void {
     if (other.numLayers !== this.numLayers || other.rowSize !== this.rowSize) throw new RangeError("KV caches of different shapes");

@@ -18,11 +18,6 @@ export class RotaryTable {
     this.positionScale = rope.type === "linear" ? 1 / rope.factor : 1;
   }
 
-  /** cos and sin tables [count, headDim/2] for positions firstPosition .. firstPosition+count-1. */
-  tables(firstPosition: number, count: number): { cos: Float32Array; sin: Float32Array } {
-    return this.tablesFor(Array.from({ length: count }, (_, i) => firstPosition + i));
-  }
-
   /** cos and sin tables [positions.length, headDim/2] for arbitrary absolute positions. */
   tablesFor(positions: readonly number[]): { cos: Float32Array; sin: Float32Array } {
     const half = this.invFreq.length;
