@@ -210,17 +210,7 @@ export async function pullModel(reference: string | RepoRef, options: ResolveOpt
     retries,
     retryDelayMs,
     useSymlinks: options.symlinks ?? (!env.disableSymlinks && symlinksSupported(join(repo.storage, "blobs"))),
-    result: {
-      path: repo.snapshotDir(commit),
-      repoId: ref.repoId,
-      revision: ref.revision,
-      commit,
-      downloaded: [],
-      cached: [],
-      repaired: [],
-      downloadedBytes: 0,
-      fromCacheOnly: false,
-    },
+    result: { ...fromCache(commit), fromCacheOnly: false },
   };
   ensureCachedirTag(env.cacheDir);
   mkdirSync(repo.snapshotDir(commit), { recursive: true });
