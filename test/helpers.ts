@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,3 +36,17 @@ export function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 export const TINY_MODELS = ["tiny-bf16", "tiny-384-bf16"] as const;
+
+/** Deterministic noise (an LCG's top byte): the hardest input for rounding in image tests. */
+export function noise(n: number, seed: number): Uint8Array {
+  const d = new Uint8Array(n);
+  let x = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    d[i] = x >>> 24;
+  }
+  return d;
+}
+
+/** First 16 hex digits of a sha256: how the image tests pin exact pixel outputs. */
+export const sha16 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex").slice(0, 16);

@@ -1,29 +1,17 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import sharp, { type Sharp } from "sharp";
-import { fixturePath } from "./helpers.js";
+import { fixturePath, noise, sha16 } from "./helpers.js";
 import { compositeOnWhite, decodeImage, type RgbImage } from "../src/image/decode.js";
 import { SmolVLMError } from "../src/errors.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "smolvlm-decode-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
 
-function noise(n: number, seed: number): Uint8Array {
-  const d = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    d[i] = x >>> 24;
-  }
-  return d;
-}
-
-const sha16 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex").slice(0, 16);
 
 function raw(data: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Sharp {
   return sharp(Buffer.from(data), { raw: { width, height, channels } });

@@ -1,10 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fixturePath, readF32, readJson } from "./helpers.js";
+import { fixturePath, noise, readF32, readJson, sha16 } from "./helpers.js";
 import { decodeImage, type RgbImage } from "../src/image/decode.js";
 import { ImageProcessor, longestEdgeSize, visionEncoderSize, type ProcessOverrides } from "../src/image/processor.js";
 import { resizeLanczos, resizeLanczosTorch } from "../src/image/resize.js";
@@ -190,18 +189,6 @@ test("bad overrides and configs are clear errors", () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** Deterministic noise: the hardest input for rounding. Same generator made the reference hashes. */
-function noise(n: number, seed: number): Uint8Array {
-  const d = new Uint8Array(n);
-  let x = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
-    d[i] = x >>> 24;
-  }
-  return d;
-}
-
-const sha16 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex").slice(0, 16);
 
 // sha256 (first 16 hex) of Pillow 13.0.0 `Image.resize(..., LANCZOS)` and of torch 2.14.1 /
 // torchvision 0.27.0 `tvF.resize(uint8, ..., LANCZOS, antialias=True)` on noise(w*h*3, 1000+i).
