@@ -7,6 +7,10 @@
  * widened inside the kernel.
  */
 import type { Tensor } from "../io/safetensors.js";
+import type { QuantizedTensor } from "../quant/format.js";
+
+/** A linear layer's weight: a float tensor in its checkpoint dtype, or a block-quantized one. */
+export type LinearWeight = Tensor | QuantizedTensor;
 
 export interface AttentionParams {
   /** [seqQ, numHeads * headDim] */
@@ -29,8 +33,11 @@ export interface AttentionParams {
 
 export interface Kernels {
   readonly name: string;
-  /** y[rows, out] = x[rows, in] · Wᵀ + bias, with W of shape [out, in]. */
-  linear(x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array;
+  /**
+   * y[rows, out] = x[rows, in] · Wᵀ + bias, with W of shape [out, in]. A quantized W multiplies
+   * int8-quantized activations (src/quant/reference.ts says exactly how).
+   */
+  linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */

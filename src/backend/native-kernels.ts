@@ -14,12 +14,16 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { AttentionParams, Kernels } from "./kernels.js";
+import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
 import type { DType, Tensor } from "../io/safetensors.js";
+import { isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
 
 /** The addon's raw functions: every output array is allocated here and filled in place. */
 interface NativeAddon {
   linear(x: Float32Array, rows: number, w: Float32Array | Uint16Array, dtype: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array, mode: number): void;
+  linearQuant(x: Float32Array, rows: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null, scheme: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array): void;
+  quantize(w: Float32Array | Uint16Array, dtype: number, rows: number, cols: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null): void;
+  releasePages(view: ArrayBufferView): number;
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, y: Float32Array): void;
   layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number, y: Float32Array): void;
   rope(x: Float32Array, rows: number, numHeads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
@@ -87,9 +91,9 @@ export interface NativeKernels extends Kernels {
    */
   linearMode: LinearMode;
   /** linear in bf16 mode, whatever `linearMode` says. */
-  linearBf16(x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array;
+  linearBf16(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
   /** linear in float32 mode, whatever `linearMode` says. */
-  linearF32(x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array;
+  linearF32(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
   info(): NativeInfo;
   /** Switches the instruction set (for tests and benchmarks); false if this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
@@ -143,6 +147,36 @@ export function mapFile(path: string): ArrayBuffer | null {
   return a ? a.mapFile(path) : null;
 }
 
+/** Scheme codes shared with the addon. */
+const SCHEME_CODE: Record<QuantizedTensor["dtype"], number> = { Q8_0: 8, Q4_1: 4 };
+
+/**
+ * Quantizes a [out, in] float weight with the addon (many times faster than the reference, same
+ * codes), or returns null when the addon is unavailable.
+ */
+export function nativeQuantize(w: Tensor, scheme: QuantScheme): QuantizedTensor | null {
+  const a = loadAddon();
+  if (!a || typeof a.quantize !== "function") return null; // an addon built before quantization
+  const { outDim, inDim, code } = weightArgs(w, "quantize");
+  if (inDim % QUANT_BLOCK !== 0) throw new RangeError(`quantize: input dimension ${inDim} is not a multiple of ${QUANT_BLOCK}`);
+  const blocks = (outDim * inDim) / QUANT_BLOCK;
+  const data = scheme === "q8" ? new Int8Array(outDim * inDim) : new Uint8Array((outDim * inDim) / 2);
+  const scales = new Uint16Array(blocks);
+  const mins = scheme === "q4" ? new Uint16Array(blocks) : null;
+  a.quantize(w.data, code, outDim, inDim, scheme === "q8" ? 8 : 4, data, scales, mins);
+  return { dtype: scheme === "q8" ? "Q8_0" : "Q4_1", shape: [outDim, inDim], data, scales, mins };
+}
+
+/**
+ * Gives back the memory pages under an array that views a memory-mapped file (the page cache
+ * keeps the file; a later read maps it in again). Returns the bytes released; 0 without the addon
+ * or for an array that is not mapped.
+ */
+export function releasePages(view: ArrayBufferView): number {
+  const a = loadAddon();
+  return a && typeof a.releasePages === "function" ? a.releasePages(view) : 0;
+}
+
 /** Why the native kernels are unavailable (undefined when they loaded, or were not tried yet). */
 export function nativeLoadError(): string | undefined {
   return loadError;
@@ -165,7 +199,16 @@ export function loadNativeKernels(): NativeKernels | null {
   const a = loadAddon();
   if (!a) return null;
 
-  const linearWith = (mode: number, x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array => {
+  const linearQuant = (x: Float32Array, rows: number, w: QuantizedTensor, bias?: Float32Array | null): Float32Array => {
+    const [outDim, inDim] = w.shape;
+    if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
+    const y = new Float32Array(rows * outDim);
+    a.linearQuant(x, rows, w.data, w.scales, w.mins, SCHEME_CODE[w.dtype], outDim, inDim, bias ?? null, y);
+    return y;
+  };
+
+  const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array => {
+    if (isQuantized(weight)) return linearQuant(x, rows, weight, bias);
     const { outDim, inDim, code } = weightArgs(weight, "linear");
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
     const y = new Float32Array(rows * outDim);

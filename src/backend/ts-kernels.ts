@@ -3,14 +3,16 @@
  * rounded once to float32 on store, so these are at least as accurate as PyTorch's float32 path;
  * every native kernel is tested against them.
  */
-import type { AttentionParams, Kernels } from "./kernels.js";
-import type { Tensor } from "../io/safetensors.js";
+import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
 import { widenRows } from "./dtype.js";
+import { isQuantized } from "../quant/format.js";
+import { linearQuantizedReference } from "../quant/reference.js";
 
 /** Output rows of the weight widened to float32 at a time: reused by every input row. */
 const WEIGHT_BLOCK_ROWS = 32;
 
-function linear(x: Float32Array, rows: number, weight: Tensor, bias?: Float32Array | null): Float32Array {
+function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array {
+  if (isQuantized(weight)) return linearQuantizedReference(x, rows, weight, bias);
   const [outDim, inDim] = weight.shape as [number, number];
   if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
   const y = new Float32Array(rows * outDim);
