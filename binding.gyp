@@ -7,6 +7,7 @@
         "native/cpu.cc",
         "native/threadpool.cc",
         "native/matmul.cc",
+        "native/quant.cc",
         "native/attention.cc",
         "native/elementwise.cc",
         "native/mmap.cc",

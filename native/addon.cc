@@ -98,7 +98,13 @@ class Args {
 
  private:
   static const char* type_name(napi_typedarray_type t) {
-    return t == napi_float32_array ? "Float32Array" : t == napi_uint16_array ? "Uint16Array" : "typed array";
+    switch (t) {
+      case napi_float32_array: return "Float32Array";
+      case napi_uint16_array: return "Uint16Array";
+      case napi_int8_array: return "Int8Array";
+      case napi_uint8_array: return "Uint8Array";
+      default: return "typed array";
+    }
   }
   static constexpr size_t kMax = 12;
   napi_env env_;
@@ -128,6 +134,62 @@ napi_value Linear(napi_env env, napi_callback_info info) {
   if (!a.ok()) return nullptr;
   linear(static_cast<const float*>(x.data), rows, w.data, static_cast<int>(dtype), outDim, inDim, bias, static_cast<float*>(y.data),
          mode == 1 ? LinearMode::Bf16 : LinearMode::F32);
+  return nullptr;
+}
+
+// linearQuant(x, rows, q (Int8Array | Uint8Array), scales, mins|null, scheme (8 | 4), outDim, inDim, bias|null, y)
+napi_value LinearQuant(napi_env env, napi_callback_info info) {
+  Args a(env, info, 10, "linearQuant");
+  const size_t rows = a.count(1, "rows");
+  const size_t scheme = a.count(5, "scheme");
+  const size_t outDim = a.count(6, "outDim"), inDim = a.count(7, "inDim");
+  if (a.ok() && scheme != 8 && scheme != 4) a.fail("scheme must be 8 (Q8_0) or 4 (Q4_1)");
+  if (a.ok() && inDim % 32 != 0) a.fail("inDim must be a multiple of 32");
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(rows, inDim), "x");
+  Array q = a.array(2, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
+  a.need(q, scheme == 8 ? mul(outDim, inDim) : mul(outDim, inDim) / 2, "codes");
+  Array scales = a.array(3, napi_uint16_array, "scales");
+  a.need(scales, mul(outDim, inDim) / 32, "scales");
+  Array mins;
+  if (scheme == 4) {
+    mins = a.array(4, napi_uint16_array, "mins");
+    a.need(mins, mul(outDim, inDim) / 32, "mins");
+  }
+  const float* bias = a.optional_f32(8, outDim, "bias");
+  Array y = a.array(9, napi_float32_array, "y");
+  a.need(y, mul(rows, outDim), "y");
+  if (!a.ok()) return nullptr;
+  linear_quant(static_cast<const float*>(x.data), rows, q.data, static_cast<const uint16_t*>(scales.data), static_cast<const uint16_t*>(mins.data),
+               static_cast<int>(scheme), outDim, inDim, bias, static_cast<float*>(y.data));
+  return nullptr;
+}
+
+// quantize(w, dtype (0 F32 | 1 BF16 | 2 F16), rows, cols, scheme (8 | 4), q, scales, mins|null)
+napi_value Quantize(napi_env env, napi_callback_info info) {
+  Args a(env, info, 8, "quantize");
+  const size_t dtype = a.count(1, "dtype");
+  const size_t rows = a.count(2, "rows"), cols = a.count(3, "cols");
+  const size_t scheme = a.count(4, "scheme");
+  if (a.ok() && dtype > 2) a.fail("dtype must be 0 (F32), 1 (BF16) or 2 (F16)");
+  if (a.ok() && scheme != 8 && scheme != 4) a.fail("scheme must be 8 (Q8_0) or 4 (Q4_1)");
+  if (a.ok() && cols % 32 != 0) a.fail("cols must be a multiple of 32");
+  Array w = a.array(0, dtype == kF32 ? napi_float32_array : napi_uint16_array, "weight data");
+  a.need(w, mul(rows, cols), "weight data");
+  Array q = a.array(5, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
+  a.need(q, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2, "codes");
+  Array scales = a.array(6, napi_uint16_array, "scales");
+  a.need(scales, mul(rows, cols) / 32, "scales");
+  Array mins;
+  if (scheme == 4) {
+    mins = a.array(7, napi_uint16_array, "mins");
+    a.need(mins, mul(rows, cols) / 32, "mins");
+  }
+  if (!a.ok()) return nullptr;
+  if (!quantize_weights(w.data, static_cast<int>(dtype), rows, cols, static_cast<int>(scheme), q.data, static_cast<uint16_t*>(scales.data),
+                        static_cast<uint16_t*>(mins.data))) {
+    a.fail("a block's scale or minimum does not fit a half float (weights beyond +-65504?)");
+  }
   return nullptr;
 }
 
@@ -316,6 +378,9 @@ NAPI_MODULE_INIT() {
       {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"linearQuant", nullptr, LinearQuant, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quantize", nullptr, Quantize, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"releasePages", nullptr, ReleasePages, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mapFile", nullptr, MapFile, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measurePeakFlops", nullptr, MeasurePeakFlops, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measureBandwidth", nullptr, MeasureBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -16,6 +16,14 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
 // True when bf16 mode runs on vdpbf16ps on this CPU (at the current ISA level).
 bool linear_bf16_native();
 
+// Block quantization (src/quant/format.ts; scheme 8 = Q8_0 int8 codes, 4 = Q4_1 packed nibbles
+// plus minimums; half-float scales per block of 32 along K). quantize_weights fills q, scales
+// (and mins for Q4_1) from a [rows][cols] F32/BF16/F16 weight; false if a scale overflows a half.
+bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int scheme, void* q, uint16_t* scales, uint16_t* mins);
+// y[M][N] = quantize_int8(x[M][K]) · Wᵀ (+ bias) with W quantized as above; K % 32 == 0.
+void linear_quant(const float* x, size_t M, const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t N, size_t K,
+                  const float* bias, float* y);
+
 void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y);
 void layer_norm(const float* x, size_t rows, size_t dim, const float* weight, const float* bias, float eps, float* y);
 void rope(float* x, size_t rows, size_t heads, size_t head_dim, const float* cos, const float* sin);

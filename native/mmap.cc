@@ -7,7 +7,11 @@
 #endif
 #include <node_api.h>
 
+#include <cstdint>
+#include <mutex>
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #ifndef _WIN32
 #include <fcntl.h>
@@ -29,10 +33,27 @@ struct Mapping {
   size_t size;
 };
 
+// Live mappings, so that releasePages never discards pages of ordinary (heap) memory.
+std::mutex mappingsLock;
+std::vector<Mapping*> mappings;
+
 void Unmap(napi_env, void*, void* hint) {
   auto* m = static_cast<Mapping*>(hint);
+  {
+    std::lock_guard<std::mutex> lock(mappingsLock);
+    mappings.erase(std::remove(mappings.begin(), mappings.end(), m), mappings.end());
+  }
   munmap(m->addr, m->size);
   delete m;
+}
+
+bool inside_mapping(uintptr_t begin, uintptr_t end) {
+  std::lock_guard<std::mutex> lock(mappingsLock);
+  for (const Mapping* m : mappings) {
+    const auto base = reinterpret_cast<uintptr_t>(m->addr);
+    if (begin >= base && end <= base + m->size) return true;
+  }
+  return false;
 }
 #endif
 
@@ -81,8 +102,50 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
     napi_throw_error(env, "EEXTERNAL", "cannot wrap the mapping as an ArrayBuffer");
     return nullptr;
   }
+  std::lock_guard<std::mutex> lock(mappingsLock);
+  mappings.push_back(mapping);
   return buffer;
 #endif
+}
+
+napi_value ReleasePages(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  bool isTyped = false;
+  if (argc < 1 || napi_is_typedarray(env, argv[0], &isTyped) != napi_ok || !isTyped) {
+    napi_throw_type_error(env, nullptr, "smolvlm native releasePages: expects a typed array");
+    return nullptr;
+  }
+  napi_typedarray_type type;
+  size_t length = 0, offset = 0;
+  void* data = nullptr;
+  napi_value ab;
+  napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset);
+  size_t byteLength = 0;
+  void* abData = nullptr;
+  napi_get_arraybuffer_info(env, ab, &abData, &byteLength);
+  const size_t elementBytes = byteLength == 0 ? 1 : [&] {
+    switch (type) {
+      case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+      case napi_int16_array: case napi_uint16_array: return 2;
+      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
+      default: return 4;
+    }
+  }();
+  double released = 0;
+#ifndef _WIN32
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const auto end = begin + length * elementBytes;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first && inside_mapping(begin, end) && madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0) {
+    released = static_cast<double>(last - first);
+  }
+#endif
+  napi_value out;
+  napi_create_double(env, released, &out);
+  return out;
 }
 
 }  // namespace smolvlm

@@ -2,6 +2,8 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { f32ToBf16, f32ToF16 } from "../src/backend/dtype.js";
+import type { DType, Tensor } from "../src/io/safetensors.js";
 
 /** The fixtures copied from ../shared/fixtures live in test/fixtures (source tree, not dist). */
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures");
@@ -50,3 +52,31 @@ export function noise(n: number, seed: number): Uint8Array {
 
 /** First 16 hex digits of a sha256: how the image tests pin exact pixel outputs. */
 export const sha16 = (b: Uint8Array): string => createHash("sha256").update(b).digest("hex").slice(0, 16);
+
+/** Deterministic uniform numbers in [-scale, scale). */
+export function rng(seed: number): (scale?: number) => number {
+  let s = seed >>> 0;
+  return (scale = 1) => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  };
+}
+
+export function randomArray(n: number, seed: number, scale = 1): Float32Array {
+  const r = rng(seed);
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = r(scale);
+  return a;
+}
+
+export function randomWeight(dtype: DType, out: number, inDim: number, seed: number): Tensor {
+  const values = randomArray(out * inDim, seed, 0.2);
+  if (dtype === "F32") return { dtype, shape: [out, inDim], data: values };
+  const data = new Uint16Array(values.length);
+  for (let i = 0; i < values.length; i++) data[i] = dtype === "BF16" ? f32ToBf16(values[i]!) : f32ToF16(values[i]!);
+  return { dtype, shape: [out, inDim], data };
+}
+

@@ -15,34 +15,7 @@ import type { DType, Tensor } from "../src/io/safetensors.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { Idefics3Model } from "../src/model/idefics3.js";
-import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
-
-/** Deterministic uniform numbers in [-scale, scale). */
-function rng(seed: number): (scale?: number) => number {
-  let s = seed >>> 0;
-  return (scale = 1) => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
-  };
-}
-
-function randomArray(n: number, seed: number, scale = 1): Float32Array {
-  const r = rng(seed);
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = r(scale);
-  return a;
-}
-
-function randomWeight(dtype: DType, out: number, inDim: number, seed: number): Tensor {
-  const values = randomArray(out * inDim, seed, 0.2);
-  if (dtype === "F32") return { dtype, shape: [out, inDim], data: values };
-  const data = new Uint16Array(values.length);
-  for (let i = 0; i < values.length; i++) data[i] = dtype === "BF16" ? f32ToBf16(values[i]!) : f32ToF16(values[i]!);
-  return { dtype, shape: [out, inDim], data };
-}
+import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, rng, TINY_MODELS } from "./helpers.js";
 
 function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);

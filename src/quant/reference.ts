@@ -21,11 +21,28 @@ export function roundHalfEven(v: number): number {
   return Math.abs(v % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** A float32 value as a half float, refusing what a half cannot hold. */
-function toHalf(v: number, what: string): number {
-  const h = f32ToF16(v);
+/** Refuses a half float that overflowed. */
+function checked(h: number, what: string, v: number): number {
   if ((h & 0x7c00) === 0x7c00) throw new RangeError(`quantize: ${what} ${v} does not fit a half-float scale`);
   return h;
+}
+
+/**
+ * The smallest half float >= v (v >= 0): scales round up, so max|w| / d never exceeds the
+ * largest code and no value is clipped (the error bound is then d / 2 even for tiny blocks, whose
+ * scales are subnormal halves).
+ */
+export function halfAtLeast(v: number, what = "scale"): number {
+  let h = f32ToF16(v);
+  if (f16ToF32(h) < v) h += 1;
+  return checked(h, what, v);
+}
+
+/** The largest half float <= v: a minimum rounds down, so no value lies below it. */
+export function halfAtMost(v: number, what = "minimum"): number {
+  let h = f32ToF16(v);
+  if (f16ToF32(h) > v) h = v > 0 ? h - 1 : (h | 0x8000) + 1;
+  return checked(h, what, v);
 }
 
 /** Quantizes one block of 32 values (float32) into `q` at `qOff`; returns [scaleBits, minBits]. */
@@ -33,7 +50,7 @@ function quantizeBlock(scheme: QuantScheme, v: Float32Array, vOff: number, q: In
   if (scheme === "q8") {
     let amax = 0;
     for (let i = 0; i < QUANT_BLOCK; i++) amax = Math.max(amax, Math.abs(v[vOff + i]!));
-    const dBits = toHalf(fr(amax / 127), "scale");
+    const dBits = halfAtLeast(fr(amax / 127));
     const d = f16ToF32(dBits);
     const id = d === 0 ? 0 : fr(1 / d);
     for (let i = 0; i < QUANT_BLOCK; i++) q[qOff + i] = Math.max(-127, Math.min(127, roundHalfEven(fr(v[vOff + i]! * id))));
@@ -44,9 +61,9 @@ function quantizeBlock(scheme: QuantScheme, v: Float32Array, vOff: number, q: In
     lo = Math.min(lo, v[vOff + i]!);
     hi = Math.max(hi, v[vOff + i]!);
   }
-  const mBits = toHalf(lo, "minimum");
+  const mBits = halfAtMost(lo);
   const m = f16ToF32(mBits);
-  const dBits = toHalf(fr(fr(hi - lo) / 15), "scale");
+  const dBits = halfAtLeast(fr(fr(hi - m) / 15));
   const d = f16ToF32(dBits);
   const id = d === 0 ? 0 : fr(1 / d);
   const half = QUANT_BLOCK / 2;

@@ -1,0 +1,430 @@
+// Block-quantized weights (src/quant/format.ts): quantizing a float weight, and the quantized
+// linear layer. Every float step follows src/quant/reference.ts, so codes are identical and
+// outputs agree to float32 rounding.
+//
+// The linear layer quantizes its input rows per block of 32 to int8 (scale max|x| / 127, round
+// half to even), then:
+//  * few rows (decoding, memory-bound): integer dot products straight from the packed codes,
+//    32 per block (AVX2: vpmaddubsw + vpmaddwd; a portable loop elsewhere), scaled per block;
+//  * many rows (vision tiles, prefill chunks: compute-bound): the quantized input and a chunk of
+//    weight rows are expanded to float32 and multiplied by the float32 GEMM. The products are the
+//    same numbers (dx·qx times dw·qw); on an AVX2 CPU without VNNI the FMA units multiply faster
+//    than vpmaddubsw with a per-block rescale, so this path keeps prompt processing as fast as
+//    bf16 weights.
+#include <vector>
+
+#include "cpu.h"
+#include "kernels.h"
+#include "simd.h"
+#include "threadpool.h"
+
+namespace smolvlm {
+namespace {
+
+constexpr size_t QB = 32;  // values per block
+
+// Rounds to the nearest integer, ties to even, for |v| < 2^22 (the CPU's default rounding, as the
+// reference's roundHalfEven): adding 1.5 * 2^23 pushes the fraction out of the mantissa.
+inline float round_even(float v) {
+  volatile float big = 12582912.0f;  // volatile: keep the compiler from folding (v + c) - c
+  return (v + big) - big;
+}
+
+// Float32 -> IEEE half bits, round to nearest even (as dtype.ts f32ToF16).
+uint16_t f32_to_f16(float value) {
+  const uint32_t x = f32_to_bits(value);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+  const int exp = static_cast<int>((x >> 23) & 0xffu) - 112;
+  uint32_t mant = x & 0x7fffffu;
+  auto round_shift = [](uint32_t v, int shift) {
+    const uint32_t kept = v >> shift, rest = v & ((1u << shift) - 1), half = 1u << (shift - 1);
+    return rest > half || (rest == half && (kept & 1u)) ? kept + 1 : kept;
+  };
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (exp <= 0) {
+    if (exp < -10) return static_cast<uint16_t>(sign);
+    mant |= 0x800000u;
+    return static_cast<uint16_t>(sign | round_shift(mant, 14 - exp));
+  }
+  return static_cast<uint16_t>(sign | ((static_cast<uint32_t>(exp) << 10) + round_shift(mant, 13)));
+}
+
+// The smallest half >= v (v >= 0) and the largest half <= v, as reference.ts halfAtLeast/AtMost:
+// scales round up and minimums down, so no value of a block is clipped.
+uint16_t half_at_least(float v) {
+  uint16_t h = f32_to_f16(v);
+  if (f16_to_f32(h) < v) h++;
+  return h;
+}
+
+uint16_t half_at_most(float v) {
+  uint16_t h = f32_to_f16(v);
+  if (f16_to_f32(h) > v) h = v > 0 ? static_cast<uint16_t>(h - 1) : static_cast<uint16_t>((h | 0x8000u) + 1);
+  return h;
+}
+
+// ---- weight quantization -------------------------------------------------------------------
+
+struct QuantizeJob {
+  const void* w;
+  int dtype;
+  size_t cols;
+  int scheme;
+  void* q;
+  uint16_t* scales;
+  uint16_t* mins;
+  bool overflow;
+};
+
+template <int DT>
+void widen_row(const void* w, size_t row, size_t cols, float* out) {
+  for (size_t i = 0; i < cols; i++) out[i] = widen1<DT>(w, row * cols + i);
+}
+
+void quantize_block_q8(const float* v, int8_t* q, uint16_t* scale, bool* overflow) {
+  float amax = 0;
+  for (size_t i = 0; i < QB; i++) amax = std::max(amax, std::fabs(v[i]));
+  const uint16_t dBits = half_at_least(amax / 127.0f);
+  if ((dBits & 0x7c00u) == 0x7c00u) *overflow = true;
+  const float d = f16_to_f32(dBits);
+  const float id = d == 0 ? 0.0f : 1.0f / d;
+  for (size_t i = 0; i < QB; i++) q[i] = static_cast<int8_t>(std::max(-127.0f, std::min(127.0f, round_even(v[i] * id))));
+  *scale = dBits;
+}
+
+void quantize_block_q4(const float* v, uint8_t* q, uint16_t* scale, uint16_t* min, bool* overflow) {
+  float lo = v[0], hi = v[0];
+  for (size_t i = 1; i < QB; i++) {
+    lo = std::min(lo, v[i]);
+    hi = std::max(hi, v[i]);
+  }
+  const uint16_t mBits = half_at_most(lo);
+  const float m = f16_to_f32(mBits);
+  const uint16_t dBits = half_at_least((hi - m) / 15.0f);
+  if ((mBits & 0x7c00u) == 0x7c00u || (dBits & 0x7c00u) == 0x7c00u) *overflow = true;
+  const float d = f16_to_f32(dBits);
+  const float id = d == 0 ? 0.0f : 1.0f / d;
+  auto code = [&](float x) { return static_cast<uint8_t>(std::max(0.0f, std::min(15.0f, round_even((x - m) * id)))); };
+  for (size_t j = 0; j < QB / 2; j++) q[j] = static_cast<uint8_t>(code(v[j]) | (code(v[j + QB / 2]) << 4));
+  *scale = dBits;
+  *min = mBits;
+}
+
+void quantize_row_task(void* ctx, size_t row) {
+  QuantizeJob& j = *static_cast<QuantizeJob*>(ctx);
+  static thread_local std::vector<float> buf;
+  buf.resize(j.cols);
+  if (j.dtype == kF32) widen_row<kF32>(j.w, row, j.cols, buf.data());
+  else if (j.dtype == kBF16) widen_row<kBF16>(j.w, row, j.cols, buf.data());
+  else widen_row<kF16>(j.w, row, j.cols, buf.data());
+  const size_t blocks = j.cols / QB;
+  bool overflow = false;
+  for (size_t b = 0; b < blocks; b++) {
+    const size_t s = row * blocks + b;
+    if (j.scheme == 8) {
+      quantize_block_q8(buf.data() + b * QB, static_cast<int8_t*>(j.q) + row * j.cols + b * QB, j.scales + s, &overflow);
+    } else {
+      quantize_block_q4(buf.data() + b * QB, static_cast<uint8_t*>(j.q) + (row * j.cols + b * QB) / 2, j.scales + s, j.mins + s, &overflow);
+    }
+  }
+  if (overflow) j.overflow = true;  // benign race: any writer stores true
+}
+
+// ---- activation quantization ---------------------------------------------------------------
+
+// Rows of x quantized per block: codes, scales and (for Q4_1's minimum term) scale * sum of codes.
+struct QuantizedRows {
+  std::vector<int8_t> q;
+  std::vector<float> scale, scaledSum;
+};
+
+void quantize_activation_block(const float* x, int8_t* q, float* scale, float* scaledSum) {
+  float amax = 0;
+  for (size_t i = 0; i < QB; i++) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f;
+  const float id = d == 0 ? 0.0f : 1.0f / d;
+  int sum = 0;
+  for (size_t i = 0; i < QB; i++) {
+    const int v = static_cast<int>(round_even(x[i] * id));
+    q[i] = static_cast<int8_t>(v);
+    sum += v;
+  }
+  *scale = d;
+  *scaledSum = d * static_cast<float>(sum);
+}
+
+void quantize_activations(const float* x, size_t M, size_t K, QuantizedRows& out) {
+  const size_t blocks = M * K / QB;
+  out.q.resize(M * K);
+  out.scale.resize(blocks);
+  out.scaledSum.resize(blocks);
+  for (size_t b = 0; b < blocks; b++) quantize_activation_block(x + b * QB, out.q.data() + b * QB, &out.scale[b], &out.scaledSum[b]);
+}
+
+// ---- few rows: integer dot products ------------------------------------------------------------
+
+struct QuantJob {
+  const QuantizedRows* xq;
+  size_t M, N, K;
+  const void* wq;
+  const uint16_t* scales;
+  const uint16_t* mins;
+  int scheme;
+  const float* bias;
+  float* y;
+  size_t chunk;
+};
+
+// Σ over blocks of mw·(dx·Σqx): the Q4_1 minimum's share of one output, a short float dot product.
+float min_term(const QuantJob& a, size_t r, size_t o) {
+  const size_t nb = a.K / QB;
+  const uint16_t* m = a.mins + o * nb;
+  const float* s = a.xq->scaledSum.data() + r * nb;
+  float acc = 0;
+  for (size_t b = 0; b < nb; b++) acc += f16_to_f32(m[b]) * s[b];
+  return acc;
+}
+
+namespace portable {
+
+// One output against one row, block by block, in integers then scaled.
+float dot_row(const QuantJob& a, size_t r, size_t o) {
+  const size_t nb = a.K / QB;
+  const int8_t* xq = a.xq->q.data() + r * a.K;
+  const float* xd = a.xq->scale.data() + r * nb;
+  float acc = 0;
+  for (size_t b = 0; b < nb; b++) {
+    int dot = 0;
+    if (a.scheme == 8) {
+      const int8_t* w = static_cast<const int8_t*>(a.wq) + o * a.K + b * QB;
+      for (size_t i = 0; i < QB; i++) dot += w[i] * xq[b * QB + i];
+    } else {
+      const uint8_t* w = static_cast<const uint8_t*>(a.wq) + (o * a.K + b * QB) / 2;
+      for (size_t j = 0; j < QB / 2; j++) dot += (w[j] & 15) * xq[b * QB + j] + (w[j] >> 4) * xq[b * QB + j + QB / 2];
+    }
+    acc += f16_to_f32(a.scales[o * nb + b]) * xd[b] * static_cast<float>(dot);
+  }
+  if (a.scheme == 4) acc += min_term(a, r, o);
+  return acc;
+}
+
+void gemv_task(void* ctx, size_t t) {
+  const QuantJob& a = *static_cast<const QuantJob*>(ctx);
+  const size_t o1 = std::min(a.N, (t + 1) * a.chunk);
+  for (size_t o = t * a.chunk; o < o1; o++) {
+    for (size_t r = 0; r < a.M; r++) a.y[r * a.N + o] = dot_row(a, r, o) + (a.bias ? a.bias[o] : 0.0f);
+  }
+}
+
+}  // namespace portable
+
+#ifdef SMOLVLM_X86
+SMOLVLM_BEGIN_AVX2
+namespace avx2 {
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// A block's 32 weight codes as bytes: Q8_0 as they are; Q4_1 unpacked (low nibbles are values
+// 0-15 in the low lane, high nibbles values 16-31 in the high lane).
+template <int SCHEME>
+inline __m256i load_codes(const void* wq, size_t index) {
+  if constexpr (SCHEME == 8) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int8_t*>(wq) + index));
+  } else {
+    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(wq) + index / 2));
+    const __m128i low = _mm_set1_epi8(0x0f);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low), _mm_and_si128(packed, low));
+  }
+}
+
+// 8 partial int32 sums of w·x over a block. vpmaddubsw multiplies unsigned by signed bytes, so a
+// signed Q8_0 weight gives its magnitude and moves its sign onto x; Q4_1 codes are unsigned already.
+template <int SCHEME>
+inline __m256i block_dot(__m256i w, __m256i x) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  if constexpr (SCHEME == 8) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones);
+  } else {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+  }
+}
+
+// Rows [r0, r0 + R) against outputs [o, o + NO): weight codes loaded once per block for all R rows.
+template <int SCHEME, int R, int NO>
+void gemv_block(const QuantJob& a, size_t r0, size_t o) {
+  const size_t K = a.K, nb = K / QB;
+  const int8_t* xq = a.xq->q.data() + r0 * K;
+  const float* xd = a.xq->scale.data() + r0 * nb;
+  __m256 acc[R][NO];
+  for (int r = 0; r < R; r++)
+    for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
+  // The next block of rows' codes, prefetched while this one streams (short rows start many
+  // brief streams that the hardware prefetcher picks up late).
+  constexpr size_t BYTES_PER_VALUE_X2 = SCHEME == 8 ? 2 : 1;
+  const char* ahead = static_cast<const char*>(a.wq) + (o + NO) * K * BYTES_PER_VALUE_X2 / 2;
+  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K * BYTES_PER_VALUE_X2 / 2 : 0;
+  const size_t pfStep = (aheadBytes + nb - 1) / nb;
+  size_t pf = 0;
+  for (size_t b = 0; b < nb; b++) {
+    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
+    __m256i w[NO];
+    float dw[NO];
+    for (int j = 0; j < NO; j++) {
+      w[j] = load_codes<SCHEME>(a.wq, (o + j) * K + b * QB);
+      dw[j] = _cvtsh_ss(a.scales[(o + j) * nb + b]);
+    }
+    for (int r = 0; r < R; r++) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + b * QB));
+      const float dx = xd[r * nb + b];
+      for (int j = 0; j < NO; j++) {
+        const __m256 dot = _mm256_cvtepi32_ps(block_dot<SCHEME>(w[j], x));
+        acc[r][j] = _mm256_fmadd_ps(dot, _mm256_set1_ps(dw[j] * dx), acc[r][j]);
+      }
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    for (int j = 0; j < NO; j++) {
+      float v = hsum(acc[r][j]);
+      if constexpr (SCHEME == 4) v += min_term(a, r0 + r, o + j);
+      a.y[(r0 + r) * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
+    }
+  }
+}
+
+// Every row against outputs [o, o + NO), in groups of up to 4 rows (R x NO accumulators fit the
+// 16 ymm registers with the codes).
+template <int SCHEME, int NO>
+void gemv_rows(const QuantJob& a, size_t o) {
+  size_t r = 0;
+  for (; r + 4 <= a.M; r += 4) gemv_block<SCHEME, 4, NO>(a, r, o);
+  switch (a.M - r) {
+    case 3: gemv_block<SCHEME, 3, NO>(a, r, o); break;
+    case 2: gemv_block<SCHEME, 2, NO>(a, r, o); break;
+    case 1: gemv_block<SCHEME, 1, NO>(a, r, o); break;
+    default: break;
+  }
+}
+
+template <int SCHEME>
+void gemv_task(void* ctx, size_t t) {
+  const QuantJob& a = *static_cast<const QuantJob*>(ctx);
+  const size_t o0 = t * a.chunk, o1 = std::min(a.N, o0 + a.chunk);
+  size_t o = o0;
+  if (a.M == 1) {
+    for (; o + 4 <= o1; o += 4) gemv_rows<SCHEME, 4>(a, o);
+  } else {
+    for (; o + 2 <= o1; o += 2) gemv_rows<SCHEME, 2>(a, o);
+  }
+  for (; o < o1; o++) gemv_rows<SCHEME, 1>(a, o);
+}
+
+}  // namespace avx2
+SMOLVLM_END_TARGET
+#endif
+
+// ---- many rows: float32 GEMM over expanded codes ------------------------------------------------
+
+struct ExpandJob {
+  const void* wq;
+  const uint16_t* scales;
+  const uint16_t* mins;
+  int scheme;
+  size_t K, row0;
+  float* out;
+};
+
+// One weight row as float32: d·q (+ m), as reference.ts dequantizeRows.
+void expand_row_task(void* ctx, size_t i) {
+  const ExpandJob& e = *static_cast<const ExpandJob*>(ctx);
+  const size_t row = e.row0 + i, nb = e.K / QB;
+  float* out = e.out + i * e.K;
+  for (size_t b = 0; b < nb; b++) {
+    const float d = f16_to_f32(e.scales[row * nb + b]);
+    if (e.scheme == 8) {
+      const int8_t* q = static_cast<const int8_t*>(e.wq) + row * e.K + b * QB;
+      for (size_t k = 0; k < QB; k++) out[b * QB + k] = d * static_cast<float>(q[k]);
+    } else {
+      const float m = f16_to_f32(e.mins[row * nb + b]);
+      const uint8_t* q = static_cast<const uint8_t*>(e.wq) + (row * e.K + b * QB) / 2;
+      for (size_t j = 0; j < QB / 2; j++) {
+        out[b * QB + j] = d * static_cast<float>(q[j] & 15) + m;
+        out[b * QB + j + QB / 2] = d * static_cast<float>(q[j] >> 4) + m;
+      }
+    }
+  }
+}
+
+void linear_quant_gemm(const float* x, size_t M, const QuantJob& a) {
+  const size_t K = a.K, N = a.N;
+  // The input as the integer path sees it: dx·qx.
+  std::vector<float> xr(M * K);
+  struct RoundRows {
+    const float* x;
+    float* out;
+    size_t K;
+  } rr{x, xr.data(), K};
+  auto round_row = [](void* c, size_t r) {
+    const RoundRows& j = *static_cast<const RoundRows*>(c);
+    int8_t q[QB];
+    for (size_t b = 0; b < j.K / QB; b++) {
+      float d, s;
+      const size_t off = r * j.K + b * QB;
+      quantize_activation_block(j.x + off, q, &d, &s);
+      for (size_t i = 0; i < QB; i++) j.out[off + i] = d * static_cast<float>(q[i]);
+    }
+  };
+  parallel_for(M, round_row, &rr);
+  // Weight rows in chunks of about 4 MiB of float32 (at least 128 rows: wide enough for the GEMM
+  // to tile well), each expanded once and multiplied by every input row.
+  const size_t chunk = std::min(N, std::max<size_t>(128, (4u << 20) / (4 * K) / 32 * 32));
+  std::vector<float> wf(chunk * K), yc(M * chunk);
+  for (size_t n0 = 0; n0 < N; n0 += chunk) {
+    const size_t nc = std::min(chunk, N - n0);
+    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data()};
+    parallel_for(nc, expand_row_task, &e);
+    linear(xr.data(), M, wf.data(), kF32, nc, K, a.bias ? a.bias + n0 : nullptr, yc.data(), LinearMode::F32);
+    for (size_t r = 0; r < M; r++) std::memcpy(a.y + r * N + n0, yc.data() + r * nc, nc * sizeof(float));
+  }
+}
+
+}  // namespace
+
+bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int scheme, void* q, uint16_t* scales, uint16_t* mins) {
+  QuantizeJob j{w, dtype, cols, scheme, q, scales, mins, false};
+  parallel_for(rows, quantize_row_task, &j);
+  return !j.overflow;
+}
+
+void linear_quant(const float* x, size_t M, const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t N, size_t K,
+                  const float* bias, float* y) {
+  if (M == 0 || N == 0) return;
+  QuantJob a{nullptr, M, N, K, wq, scales, mins, scheme, bias, y, 0};
+  const size_t threads = static_cast<size_t>(pool_threads());
+  static const size_t gemvMax = gemv_max_rows_setting(8);
+  if (M > gemvMax) {
+    linear_quant_gemm(x, M, a);
+    return;
+  }
+  static thread_local QuantizedRows xq;
+  quantize_activations(x, M, K, xq);
+  a.xq = &xq;
+  // Chunks of 16 to 64 outputs (multiples of 4), about 8 tasks per thread, as the float path.
+  a.chunk = std::min<size_t>(64, std::max<size_t>(16, (N / (8 * threads) + 3) / 4 * 4));
+  const size_t tasks = (N + a.chunk - 1) / a.chunk;
+#ifdef SMOLVLM_X86
+  const Isa isa = current_isa();
+  if (isa == Isa::Avx2 || isa == Isa::Avx512) {
+    parallel_for(tasks, scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>, &a);
+    return;
+  }
+#endif
+  parallel_for(tasks, portable::gemv_task, &a);
+}
+
+}  // namespace smolvlm

@@ -1,0 +1,207 @@
+/**
+ * Weight quantization (q8 = Q8_0, q4 = Q4_1): the round-trip bound of each scheme, the native
+ * quantizer against the reference (identical codes), and the native quantized linear layer
+ * against the reference at every instruction set this CPU runs, on both of its paths (few rows:
+ * integer dot products; many rows: expanded codes through the float GEMM).
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
+import { f16ToF32 } from "../src/backend/dtype.js";
+import { encodeSafetensors, SafetensorsFile, type DType, type Tensor } from "../src/io/safetensors.js";
+import { QUANT_BLOCK, type QuantScheme, type QuantizedTensor } from "../src/quant/format.js";
+import { dequantizeRows, linearQuantizedReference, quantizeReference, roundHalfEven } from "../src/quant/reference.js";
+import { randomArray, randomWeight, relL2, rng } from "./helpers.js";
+
+const SCHEMES: QuantScheme[] = ["q8", "q4"];
+
+/** A weight whose blocks are unlike each other: varied scales, offsets, outliers, zero and constant blocks. */
+function awkwardWeight(out: number, inDim: number, seed: number): Tensor {
+  const r = rng(seed);
+  const data = new Float32Array(out * inDim);
+  for (let b = 0; b < data.length / QUANT_BLOCK; b++) {
+    const kind = b % 7;
+    const scale = 10 ** r(3); // 1e-3 .. 1e3
+    const offset = kind === 3 ? r(2) * scale : 0;
+    for (let i = 0; i < QUANT_BLOCK; i++) {
+      let v = r(scale) + offset;
+      if (kind === 4 && i === 5) v = 40 * scale; // one outlier
+      if (kind === 5) v = 0;
+      if (kind === 6) v = 0.37 * scale; // constant
+      data[b * QUANT_BLOCK + i] = v;
+    }
+  }
+  return { dtype: "F32", shape: [out, inDim], data };
+}
+
+describe("quantization round trip", () => {
+  test("roundHalfEven rounds ties to even, like the CPU", () => {
+    assert.deepEqual([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4, -2.6].map(roundHalfEven), [0, 2, 2, -0, -2, -2, 2, -3]);
+  });
+
+  for (const scheme of SCHEMES) {
+    test(`${scheme}: every value within half a step of its block (plus the half-float rounding of the minimum)`, () => {
+      const w = awkwardWeight(24, 8 * QUANT_BLOCK, 7);
+      const q = quantizeReference(w, scheme);
+      const back = new Float32Array(w.data.length);
+      dequantizeRows(q, 0, 24, back);
+      const src = w.data as Float32Array;
+      let worst = 0;
+      for (let b = 0; b < src.length / QUANT_BLOCK; b++) {
+        const d = f16ToF32(q.scales[b]!);
+        const m = q.mins ? f16ToF32(q.mins[b]!) : 0;
+        let lo = Infinity, hi = -Infinity;
+        for (let i = 0; i < QUANT_BLOCK; i++) {
+          lo = Math.min(lo, src[b * QUANT_BLOCK + i]!);
+          hi = Math.max(hi, src[b * QUANT_BLOCK + i]!);
+        }
+        // The step d is the block's range over 127 (q8) or 15 (q4), rounded to a half float.
+        const range = scheme === "q8" ? Math.max(Math.abs(lo), Math.abs(hi)) / 127 : (hi - m) / 15;
+        assert.ok(d >= range * (1 - 1e-6) && d <= range * (1 + 2 ** -10) + 6e-8, `block ${b}: scale ${d} vs ${range}`);
+        // Scales round up and minimums down, so nothing is clipped: half a step, plus float32 rounding.
+        const bound = d / 2 + Math.max(Math.abs(lo), Math.abs(hi)) * 4e-7;
+        if (q.mins) assert.ok(m <= lo, `block ${b}: minimum ${m} above the smallest value ${lo}`);
+        for (let i = 0; i < QUANT_BLOCK; i++) {
+          const k = b * QUANT_BLOCK + i;
+          const err = Math.abs(back[k]! - src[k]!);
+          worst = Math.max(worst, err / (d || 1));
+          assert.ok(err <= bound, `${scheme} block ${b} value ${i}: |${back[k]} - ${src[k]}| = ${err} > ${bound}`);
+        }
+      }
+      assert.ok(worst > 0.3, "the test data should reach near the bound");
+    });
+  }
+
+  test("q4 keeps the minimum, so an offset block loses nothing a centred one would not", () => {
+    const data = new Float32Array(QUANT_BLOCK);
+    for (let i = 0; i < QUANT_BLOCK; i++) data[i] = 5 + i / 31; // values 5..6
+    const q = quantizeReference({ dtype: "F32", shape: [1, QUANT_BLOCK], data }, "q4");
+    const back = new Float32Array(QUANT_BLOCK);
+    dequantizeRows(q, 0, 1, back);
+    assert.ok(relL2(back, data) < 1e-2, `relL2 ${relL2(back, data)}`);
+  });
+
+  test("refuses shapes that do not split into blocks, and scales beyond a half float", () => {
+    assert.throws(() => quantizeReference(randomWeight("F32", 2, 48, 1), "q8"), /multiple of 32/);
+    const huge = new Float32Array(QUANT_BLOCK).fill(1e10);
+    assert.throws(() => quantizeReference({ dtype: "F32", shape: [1, QUANT_BLOCK], data: huge }, "q8"), /half-float/);
+  });
+});
+
+const native = loadNativeKernels();
+const skip = native ? false : process.env.CI ? false : `native addon unavailable: ${nativeLoadError()}`;
+
+function sameQuantized(a: QuantizedTensor, b: QuantizedTensor, what: string): void {
+  assert.equal(a.dtype, b.dtype);
+  assert.deepEqual([...a.shape], [...b.shape]);
+  assert.ok(Buffer.from(a.data.buffer, a.data.byteOffset, a.data.byteLength).equals(Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)), `${what}: codes`);
+  assert.deepEqual(a.scales, b.scales, `${what}: scales`);
+  assert.deepEqual(a.mins, b.mins, `${what}: minimums`);
+}
+
+describe("native quantization", { skip }, () => {
+  for (const scheme of SCHEMES) {
+    for (const dtype of ["F32", "BF16", "F16"] as DType[]) {
+      test(`${scheme} from ${dtype}: the same codes, scales and minimums as the reference`, () => {
+        const w = randomWeight(dtype, 37, 5 * QUANT_BLOCK, 11);
+        sameQuantized(nativeQuantize(w, scheme)!, quantizeReference(w, scheme), `${scheme}/${dtype}`);
+      });
+    }
+    test(`${scheme}: awkward blocks (outliers, zero, constant, offset, 1e-3..1e3 scales) quantize identically`, () => {
+      const w = awkwardWeight(19, 12 * QUANT_BLOCK, 3);
+      sameQuantized(nativeQuantize(w, scheme)!, quantizeReference(w, scheme), scheme);
+    });
+  }
+
+  test("a scale that overflows a half float is an error, not a silent infinity", () => {
+    const huge = new Float32Array(QUANT_BLOCK).fill(1e10);
+    assert.throws(() => nativeQuantize({ dtype: "F32", shape: [1, QUANT_BLOCK], data: huge }, "q8"), /half float/);
+  });
+});
+
+// rows 1..9 take the integer path (up to 8 rows), 9 and more the expanded-GEMM path.
+const SHAPES: [rows: number, inDim: number, outDim: number][] = [
+  [1, 32, 1],
+  [1, 64, 7],
+  [1, 960, 63],
+  [1, 96, 65],
+  [2, 128, 33],
+  [3, 64, 1023],
+  [4, 320, 66],
+  [5, 32, 9],
+  [7, 256, 65],
+  [8, 64, 31],
+  [9, 96, 17],
+  [17, 288, 130],
+  [65, 160, 7],
+  [130, 768, 300],
+];
+
+describe("native quantized linear against the reference", { skip }, () => {
+  const isas = native ? (native.info().isas as NativeIsa[]) : [];
+  const initial = native?.info().isa;
+  for (const isa of isas) {
+    for (const scheme of SCHEMES) {
+      test(`${isa} ${scheme}: rows x in x out over ${SHAPES.length} shapes, relative L2 <= 1e-5`, () => {
+        assert.ok(native!.setIsa(isa));
+        try {
+          for (const [rows, inDim, outDim] of SHAPES) {
+            const w = quantizeReference(randomWeight("BF16", outDim, inDim, rows * 7 + outDim), scheme);
+            const x = randomArray(rows * inDim, inDim + outDim, 2);
+            const bias = outDim % 2 ? randomArray(outDim, 5) : null;
+            const want = linearQuantizedReference(x, rows, w, bias);
+            const got = native!.linear(x, rows, w, bias);
+            const err = relL2(got, want);
+            assert.ok(err <= 1e-5, `${isa} ${scheme} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
+          }
+        } finally {
+          native!.setIsa(initial!);
+        }
+      });
+    }
+  }
+
+  test("q8 and q4 errors on uniform weights stay at the theory's 1/127 and 1/15 of the signal", () => {
+    const w = randomWeight("F32", 256, 960, 21);
+    const x = randomArray(4 * 960, 22);
+    const exact = native!.linearF32(x, 4, w);
+    const e8 = relL2(native!.linear(x, 4, quantizeReference(w, "q8")), exact);
+    const e4 = relL2(native!.linear(x, 4, quantizeReference(w, "q4")), exact);
+    // Uniform weights: a code step is 2/127 (q8) or 2/15 (q4) of the block's half-range a, its
+    // rounding error step/sqrt(12), the weights' spread a/sqrt(3): relative error 1/127 and 1/15.
+    assert.ok(e8 < 1.15 / 127, `q8 relL2 ${e8}`);
+    assert.ok(e4 < 1.1 / 15, `q4 relL2 ${e4}`);
+    assert.ok(e8 < e4);
+  });
+
+  test("bad arguments are range errors that name them", () => {
+    const w = quantizeReference(randomWeight("F32", 4, 64, 1), "q4");
+    assert.throws(() => native!.linear(new Float32Array(10), 1, w), /expected 1x64/);
+    const wrongCodes = { ...w, data: new Int8Array(w.data.length) } as unknown as QuantizedTensor;
+    assert.throws(() => native!.linear(new Float32Array(64), 1, wrongCodes), /codes must be a Uint8Array/);
+  });
+});
+
+describe("releasePages", { skip }, () => {
+  test("gives back the pages of a mapped tensor, which still reads the same; ordinary memory is left alone", () => {
+    const dir = mkdtempSync(join(tmpdir(), "smolvlm-release-"));
+    try {
+      const w = randomWeight("BF16", 512, 1024, 9); // 1 MiB
+      const file = join(dir, "w.safetensors");
+      writeFileSync(file, encodeSafetensors({ w }));
+      const mapped = SafetensorsFile.open(file).read("w");
+      const before = Buffer.from(new Uint8Array(mapped.data.buffer, mapped.data.byteOffset, mapped.data.byteLength));
+      const copy = Buffer.from(before);
+      assert.ok(releasePages(mapped.data) >= 1024 * 1024 - 2 * 4096);
+      assert.ok(Buffer.from(new Uint8Array(mapped.data.buffer, mapped.data.byteOffset, mapped.data.byteLength)).equals(copy));
+      const heap = new Uint16Array(1 << 20).fill(7);
+      assert.equal(releasePages(heap), 0);
+      assert.equal(heap[12345], 7);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
