@@ -2,7 +2,7 @@
  * Micro-benchmark of the kernels at SmolVLM-500M shapes: native (float32 and bf16 linear modes)
  * against the TypeScript kernels in the same run. Medians of several runs.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/kernels.js [--reps N] [--ts-budget SECONDS] [--no-ts] [--isa avx2]
+ *   npx tsc -p tsconfig.json && node dist/bench/kernels.js [--reps N] [--ts-budget SECONDS] [--no-ts] [--isa avx2] [--quant-only]
  *
  * SMOLVLM_THREADS sets the native thread count.
  */
@@ -12,6 +12,8 @@ import { tsKernels } from "../src/backend/ts-kernels.js";
 import { f32ToBf16 } from "../src/backend/dtype.js";
 import type { AttentionParams, Kernels } from "../src/backend/kernels.js";
 import type { Tensor } from "../src/io/safetensors.js";
+import { quantizedBytes } from "../src/quant/format.js";
+import { quantizeWeight } from "../src/quant/quantize.js";
 
 const argv = process.argv.slice(2);
 function option(name: string): string | undefined {
@@ -114,6 +116,33 @@ function benchLinear(native: NativeKernels): void {
   }
 }
 
+const QUANT_LINEAR: LinearShape[] = [
+  ...LINEAR.filter((s) => s.rows === 1),
+  { label: "decode x4 gate/up", rows: 4, out: 2560, inDim: 960 },
+  { label: "decode x4 down", rows: 4, out: 960, inDim: 2560 },
+  { label: "decode x8 gate/up", rows: 8, out: 2560, inDim: 960 },
+  ...LINEAR.filter((s) => s.rows >= 64 && s.label.includes("1024")),
+];
+
+/** bf16 against q8 and q4 weights: ms per call and, for the decode rows, GB/s of weight bytes read. */
+function benchQuantLinear(native: NativeKernels): void {
+  console.log("\nlinear, bf16 vs q8 vs q4 weights: ms per call (decode: GB/s of weight bytes read); speedups over bf16");
+  console.log(`${"shape".padEnd(24)} ${"rows".padStart(5)} ${"[out, in]".padEnd(13)} ${"bf16 ms".padStart(8)} ${"q8 ms".padStart(8)} ${"q4 ms".padStart(8)} ${"q8 x".padStart(6)} ${"q4 x".padStart(6)}   GB/s bf16 / q8 / q4`);
+  for (const s of QUANT_LINEAR) {
+    const x = randomArray(s.rows * s.inDim, s.rows + s.out);
+    const w = bf16Weight(s.out, s.inDim, s.out + s.inDim);
+    const q8 = quantizeWeight(w, "q8");
+    const q4 = quantizeWeight(w, "q4");
+    const bias = s.bias ? randomArray(s.out, 3) : null;
+    const t = [w, q8, q4].map((weight) => timeIt(() => native.linear(x, s.rows, weight, bias), REPS, 1));
+    const bytes = [w.data.byteLength, quantizedBytes(q8), quantizedBytes(q4)];
+    const gbs = s.rows <= 8 ? t.map((ti, i) => fmt(bytes[i]! / ti! / 1e9, 5)).join(" /") : "";
+    console.log(
+      `${s.label.padEnd(24)} ${String(s.rows).padStart(5)} ${`[${s.out},${s.inDim}]`.padEnd(13)} ${t.map((ti) => fmt(ti * 1e3, 8, 3)).join(" ")} ${fmt(t[0]! / t[1]!, 5, 2)}x ${fmt(t[0]! / t[2]!, 5, 2)}x   ${gbs}`,
+    );
+  }
+}
+
 interface AttnShape {
   label: string;
   seqQ: number;
@@ -200,6 +229,11 @@ const info = native.info();
 console.log(
   `native: isa ${info.isa} (available: ${info.isas.join(", ")}), ${info.threads} threads, bf16 mode ${info.bf16Native ? "on vdpbf16ps" : "emulated (rounded activations, float32 kernel)"}; medians of >= ${REPS} runs`,
 );
-benchLinear(native);
-benchAttention(native);
-benchElementwise(native);
+if (argv.includes("--quant-only")) {
+  benchQuantLinear(native);
+} else {
+  benchLinear(native);
+  benchQuantLinear(native);
+  benchAttention(native);
+  benchElementwise(native);
+}

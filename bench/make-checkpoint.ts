@@ -5,8 +5,10 @@
  *
  *   node dist/bench/make-checkpoint.js [OUT_DIR]     (default /tmp/smolvlm-500m-shaped)
  *
- * Weights are drawn like a trained model's rather than all-equal: Gaussian with a log-normal
- * scale per output row, norms near 1, small biases.
+ * Weights are drawn like a trained model's rather than all-equal, because quantization error
+ * depends on it: Gaussian with a log-normal scale per output row and per input column (trained
+ * transformers have outlier feature channels), heavy tails (one value in 100 four times larger),
+ * norms near 1, small biases.
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -78,10 +80,13 @@ function drawTensor(name: string, shape: number[], rng: Random): Tensor {
   const rows = shape[0]!;
   const cols = count / rows;
   const std = name.includes("embed") ? 0.5 : 1 / Math.sqrt(shape.length > 1 ? cols : 1);
+  const matrix = shape.length > 1 && !isNorm;
+  const colScale = Float32Array.from({ length: cols }, () => (matrix ? Math.exp(0.4 * gaussian(rng)) : 1));
   for (let r = 0; r < rows; r++) {
     const rowScale = Math.exp(0.3 * gaussian(rng));
     for (let i = 0; i < cols; i++) {
-      const g = gaussian(rng);
+      const tail = matrix && rng.next() < 0.01 ? 4 : 1;
+      const g = gaussian(rng) * colScale[i]! * tail;
       const value = isNorm ? 1 + 0.1 * g : name.endsWith("bias") ? 0.05 * g : std * rowScale * g;
       data[r * cols + i] = f32ToBf16(value);
     }

@@ -230,6 +230,21 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// min_term with F16C conversions, 8 blocks at a time.
+inline float min_term_avx2(const QuantJob& a, size_t r, size_t o) {
+  const size_t nb = a.K / QB;
+  const uint16_t* m = a.mins + o * nb;
+  const float* s = a.xq->scaledSum.data() + r * nb;
+  __m256 acc = _mm256_setzero_ps();
+  size_t b = 0;
+  for (; b + 8 <= nb; b += 8) {
+    acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + b))), _mm256_loadu_ps(s + b), acc);
+  }
+  float v = hsum(acc);
+  for (; b < nb; b++) v += _cvtsh_ss(m[b]) * s[b];
+  return v;
+}
+
 // A block's 32 weight codes as bytes: Q8_0 as they are; Q4_1 unpacked (low nibbles are values
 // 0-15 in the low lane, high nibbles values 16-31 in the high lane).
 template <int SCHEME>
@@ -245,13 +260,14 @@ inline __m256i load_codes(const void* wq, size_t index) {
 
 // 8 partial int32 sums of w·x over a block. vpmaddubsw multiplies unsigned by signed bytes, so a
 // signed Q8_0 weight gives its magnitude and moves its sign onto x; Q4_1 codes are unsigned already.
+// `wu` is the unsigned operand: |w| for Q8_0 (computed once per block for all rows), w for Q4_1.
 template <int SCHEME>
-inline __m256i block_dot(__m256i w, __m256i x) {
+inline __m256i block_dot(__m256i w, __m256i wu, __m256i x) {
   const __m256i ones = _mm256_set1_epi16(1);
   if constexpr (SCHEME == 8) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w)), ones);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wu, _mm256_sign_epi8(x, w)), ones);
   } else {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), ones);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(wu, x), ones);
   }
 }
 
@@ -273,17 +289,18 @@ void gemv_block(const QuantJob& a, size_t r0, size_t o) {
   size_t pf = 0;
   for (size_t b = 0; b < nb; b++) {
     for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
-    __m256i w[NO];
+    __m256i w[NO], wu[NO];
     float dw[NO];
     for (int j = 0; j < NO; j++) {
       w[j] = load_codes<SCHEME>(a.wq, (o + j) * K + b * QB);
+      wu[j] = SCHEME == 8 ? _mm256_sign_epi8(w[j], w[j]) : w[j];
       dw[j] = _cvtsh_ss(a.scales[(o + j) * nb + b]);
     }
     for (int r = 0; r < R; r++) {
       const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + b * QB));
       const float dx = xd[r * nb + b];
       for (int j = 0; j < NO; j++) {
-        const __m256 dot = _mm256_cvtepi32_ps(block_dot<SCHEME>(w[j], x));
+        const __m256 dot = _mm256_cvtepi32_ps(block_dot<SCHEME>(w[j], wu[j], x));
         acc[r][j] = _mm256_fmadd_ps(dot, _mm256_set1_ps(dw[j] * dx), acc[r][j]);
       }
     }
@@ -291,7 +308,7 @@ void gemv_block(const QuantJob& a, size_t r0, size_t o) {
   for (int r = 0; r < R; r++) {
     for (int j = 0; j < NO; j++) {
       float v = hsum(acc[r][j]);
-      if constexpr (SCHEME == 4) v += min_term(a, r0 + r, o + j);
+      if constexpr (SCHEME == 4) v += min_term_avx2(a, r0 + r, o + j);
       a.y[(r0 + r) * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
     }
   }
