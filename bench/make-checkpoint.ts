@@ -8,7 +8,11 @@
  * Weights are drawn like a trained model's rather than all-equal, because quantization error
  * depends on it: Gaussian with a log-normal scale per output row and per input column (trained
  * transformers have outlier feature channels), heavy tails (one value in 100 four times larger),
- * norms near 1, small biases.
+ * norms near 1, small biases; and the projections that write into the residual stream (o_proj,
+ * down_proj, out_proj, fc2) scaled by 1/sqrt(2 * layers) as in GPT-2's initialisation, so that each
+ * layer changes the residual stream by a fraction of its size, as in trained transformers. Without
+ * that scaling a random 32-layer stack is chaotic: bf16 rounding of the activations alone moves its
+ * logits by 1.5 %, which says nothing about a real model (bench/quant-accuracy.ts).
  */
 import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -73,13 +77,17 @@ function gaussian(rng: Random): number {
   return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rng.next());
 }
 
-function drawTensor(name: string, shape: number[], rng: Random): Tensor {
+/** Projections whose output is added to the residual stream. */
+const RESIDUAL_WRITERS = /(o_proj|down_proj|out_proj|fc2)\.weight$/;
+
+function drawTensor(name: string, shape: number[], rng: Random, layers: number): Tensor {
   const count = shape.reduce((a, b) => a * b, 1);
   const data = new Uint16Array(count);
   const isNorm = /norm|layernorm/.test(name) && name.endsWith("weight");
   const rows = shape[0]!;
   const cols = count / rows;
-  const std = name.includes("embed") ? 0.5 : 1 / Math.sqrt(shape.length > 1 ? cols : 1);
+  const residualScale = RESIDUAL_WRITERS.test(name) ? 1 / Math.sqrt(2 * layers) : 1;
+  const std = name.includes("embed") ? 0.5 : residualScale / Math.sqrt(shape.length > 1 ? cols : 1);
   const matrix = shape.length > 1 && !isNorm;
   const colScale = Float32Array.from({ length: cols }, () => (matrix ? Math.exp(0.4 * gaussian(rng)) : 1));
   for (let r = 0; r < rows; r++) {
@@ -102,7 +110,7 @@ export function makeCheckpoint(out: string, seed = 1): void {
   const config = parseModelConfig(readJsonFile(join(out, "config.json")), join(out, "config.json"));
   const rng = new Random(seed);
   const tensors: Record<string, Tensor> = {};
-  for (const [name, shape] of Object.entries(tensorShapes(config))) tensors[name] = drawTensor(name, shape, rng);
+  for (const [name, shape] of Object.entries(tensorShapes(config))) tensors[name] = drawTensor(name, shape, rng, name.includes("vision") ? config.vision.numLayers : config.text.numLayers);
   writeFileSync(join(out, "model.safetensors"), encodeSafetensors(tensors));
 }
 

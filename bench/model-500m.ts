@@ -18,18 +18,23 @@
  *   turns   a second turn about the same image through the library: first-turn TTFT against the
  *           second turn's (conversation extended by the first answer and a new question).
  *   server  bench/server-throughput.ts (1, 2, 4, 8 streams) on this checkpoint.
+ *   quant   issue 7's memory figures: `smolvlm quantize --dtype q4` into a temporary folder (timed),
+ *           then the 512x512 prompt (--image-size 512, 64 tokens) from that folder, and the same
+ *           prompt quantizing at load time (--dtype q4 on the source): peak RSS of each.
+ *           (Speed of q8/q4 against bf16: the cli section with --modes bf16,q8,q4.)
  *
  * FLOPs of one tile (a multiply-add counts 2), N patches of width D, MLP width F, L layers:
  *   patch embedding 2·N·(C·P²)·D; per layer q/k/v/o 4·2·N·D², QKᵀ 2·N²·D, PV 2·N²·D, MLP 2·2·N·D·F;
  *   connector (pixel shuffle then one linear) 2·(N/s²)·(D·s²)·Dtext. Norms, GELU, softmax and
  *   biases are left out (under 0.5%).
- * Decode bytes per token: every text linear weight and the lm_head in bf16 (2 bytes), plus the
+ * Decode bytes per token: every text linear weight and the lm_head in bf16 (2 bytes; q8: 34 bytes
+ * per block of 32, q4: 20 bytes per block of 32, scales and minimums included), plus the
  * keys and values of every layer at the mean context length over the decode (cache element size
  * as allocated), over the bandwidth measured in this run.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { cpus, loadavg, totalmem } from "node:os";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -245,7 +250,10 @@ async function turnsSection(model: string, runs: number, mode: DTypeMode): Promi
 
 // ---------------------------------------------------------------------------------------------
 
-function decodeBytesPerToken(model: string, promptTokens: number, tokens: number, kvElementBytes: number): { weights: number; kv: number } {
+/** Bytes read per weight by a decode step: bf16 checkpoints stay bf16 in f32/bf16 modes. */
+const WEIGHT_BYTES: Record<DTypeMode, number> = { f32: 2, bf16: 2, q8: 34 / 32, q4: 20 / 32 };
+
+function decodeBytesPerToken(model: string, promptTokens: number, tokens: number, kvElementBytes: number, mode: DTypeMode): { weights: number; kv: number } {
   const cfg = JSON.parse(readFileSync(join(model, "config.json"), "utf8"));
   const t = cfg.text_config;
   const h = t.hidden_size as number;
@@ -256,7 +264,7 @@ function decodeBytesPerToken(model: string, promptTokens: number, tokens: number
   const layers = t.num_hidden_layers as number;
   const vocab = t.vocab_size as number;
   const perLayer = h * heads * hd + 2 * h * kvHeads * hd + heads * hd * h + 3 * h * ffn;
-  const weights = 2 * (layers * perLayer + vocab * h);
+  const weights = WEIGHT_BYTES[mode] * (layers * perLayer + vocab * h);
   const meanContext = promptTokens + tokens / 2;
   const kv = 2 * layers * kvHeads * hd * meanContext * kvElementBytes;
   return { weights, kv };
@@ -266,6 +274,39 @@ async function kvElementBytes(model: string, mode: DTypeMode): Promise<number> {
   const vlm = await SmolVLM.load(model, { dtype: mode });
   const cache = vlm.model.text.newCache() as unknown as { keys?: { BYTES_PER_ELEMENT?: number }[] };
   return cache.keys?.[0]?.BYTES_PER_ELEMENT ?? 4;
+}
+
+interface QuantMemory {
+  quantizeSeconds: number;
+  quantizePeakRssMb: number;
+  folderBytes: number;
+  fromFolder: CliRun[];
+  atLoad: CliRun[];
+}
+
+/** Issue 7's memory figures (see the file comment). */
+function quantSection(model: string, runs: number): QuantMemory {
+  const out = mkdtempSync(join(tmpdir(), "smolvlm-q4-"));
+  try {
+    const t0 = performance.now();
+    const q = spawnSync("/usr/bin/time", ["-f", "PEAK_RSS_KB=%M", process.execPath, BIN, "quantize", "--model", model, "--dtype", "q4", "--out", out, "--force"], { encoding: "utf8" });
+    if (q.status !== 0) throw new Error(`quantize failed: ${q.stderr}`);
+    const quantizeSeconds = (performance.now() - t0) / 1000;
+    const quantizePeakRssMb = Number(/PEAK_RSS_KB=(\d+)/.exec(q.stderr)?.[1] ?? 0) / 1024;
+    const folderBytes = readdirSync(out).reduce((n, f) => n + statSync(join(out, f)).size, 0);
+    log(`quantize q4: ${quantizeSeconds.toFixed(1)} s, peak ${quantizePeakRssMb.toFixed(0)} MiB, folder ${(folderBytes / 1e6).toFixed(0)} MB`);
+    const args = (dir: string) => ["--model", dir, "--image", IMG_SQUARE512, "--image-size", "512", "--prompt", "Can you describe this image?", "--max-new-tokens", "64"];
+    const fromFolder: CliRun[] = [];
+    const atLoad: CliRun[] = [];
+    for (let r = 0; r < runs; r++) {
+      fromFolder.push(cliRun(args(out)));
+      atLoad.push(cliRun([...args(model), "--dtype", "q4"]));
+      log(`q4 512x512 run ${r + 1}: folder ${fromFolder[r]!.peakRssMb.toFixed(0)} MiB (load ${fromFolder[r]!.timings.load_ms!.toFixed(0)} ms), at load ${atLoad[r]!.peakRssMb.toFixed(0)} MiB (load ${atLoad[r]!.timings.load_ms!.toFixed(0)} ms)`);
+    }
+    return { quantizeSeconds, quantizePeakRssMb, folderBytes, fromFolder, atLoad };
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
 }
 
 function lscpu(): Record<string, string> {
@@ -325,6 +366,7 @@ async function main(): Promise<void> {
   if (sections.has("turns")) {
     report.turns = await turnsSection(model, runs, modes.includes("f32") ? "f32" : modes[0]!);
   }
+  if (sections.has("quant")) report.quant = quantSection(model, runs);
   if (sections.has("server")) {
     log("server throughput (bench/server-throughput.js)");
     const r = spawnSync(process.execPath, [join(ROOT, "dist", "bench", "server-throughput.js"), model, "--tokens", "64", "--repeat", String(runs)], { encoding: "utf8", maxBuffer: 1 << 26 });
@@ -355,7 +397,7 @@ async function main(): Promise<void> {
     for (const c of cases) {
       const g = (f: string) => stat(c.runs.map((r) => r.timings[f]!));
       const pt = g("prompt_tokens").median;
-      const bytes = decodeBytesPerToken(model, pt, tokens, kvb[c.mode] ?? 4);
+      const bytes = decodeBytesPerToken(model, pt, tokens, kvb[c.mode] ?? 4, c.mode);
       const bound = (bw.median * 1e9) / (bytes.weights + bytes.kv);
       const dec = g("decode_tokens_per_s");
       lines.push(`| ${c.name} | ${c.mode} | ${g("image_tiles").median} | ${pt} | ${cell(g("ttft_ms"), 0)} | ${cell(g("vision_ms"), 0)} | ${cell(g("prefill_ms"), 0)} | ${cell(dec)} | ${fmt(bound)} (${fmt(bytes.weights / 1e6, 0)} MB weights + ${fmt(bytes.kv / 1e6, 0)} MB KV) | ${fmt((100 * dec.median) / bound, 0)}% | ${cell(stat(c.runs.map((r) => r.peakRssMb)), 0)} |`);
@@ -374,6 +416,15 @@ async function main(): Promise<void> {
     const s = stat(t.map((r) => r.second.ttft_ms));
     const ratio = stat(t.map((r) => r.first.ttft_ms / r.second.ttft_ms));
     lines.push(`Second turn (wide.jpg, 13 tiles): first TTFT ${cell(f, 0)} ms (${t[0]!.first.prompt_tokens} prompt tokens, ${t[0]!.first.cached_tokens} cached); second TTFT ${cell(s, 0)} ms (${t[0]!.second.prompt_tokens} prompt tokens, ${t[0]!.second.cached_tokens} cached); ratio ${cell(ratio)}x (goal >= 5x).`, "");
+  }
+  if (report.quant) {
+    const q = report.quant as QuantMemory;
+    const mib = (rs: CliRun[]) => cell(stat(rs.map((r) => r.peakRssMb)), 0);
+    const ms = (rs: CliRun[], f: string) => cell(stat(rs.map((r) => r.timings[f]!)), 0);
+    lines.push(
+      `q4 memory, 512x512 --image-size 512, 64 tokens: from a \`smolvlm quantize --dtype q4\` folder (${fmt(q.folderBytes / 1e6, 0)} MB, written in ${fmt(q.quantizeSeconds)} s at ${fmt(q.quantizePeakRssMb, 0)} MiB peak): peak RSS ${mib(q.fromFolder)} MiB (${fmt((stat(q.fromFolder.map((r) => r.peakRssMb)).median * 2 ** 20) / 1e9, 3)} GB; goal <= 0.7 GB), load ${ms(q.fromFolder, "load_ms")} ms; quantizing at load time (--dtype q4): peak RSS ${mib(q.atLoad)} MiB, load ${ms(q.atLoad, "load_ms")} ms.`,
+      "",
+    );
   }
   if (report.server) lines.push("Server throughput:", "", "```", String((report.server as { stdout: string }).stdout).trim(), "```", "");
   lines.push(`Load average (1 min) during the run: ${cell(stat(loads), 2)}; at the end: ${(report.loadAverage as { uptime: string }).uptime}`);

@@ -10,3 +10,6 @@ export type { RgbImage } from "./image/decode.js";
 export { SmolVLMError } from "./errors.js";
 export type { ErrorCode } from "./errors.js";
 export type { ModelConfig, TextConfig, VisionConfig } from "./io/config.js";
+export { quantizeCheckpoint } from "./quant/quantize-model.js";
+export type { QuantizeCheckpointOptions, QuantizeCheckpointResult } from "./quant/quantize-model.js";
+export type { QuantScheme, QuantizationConfig } from "./quant/format.js";

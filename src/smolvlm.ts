@@ -20,6 +20,7 @@ import { Idefics3Model } from "./model/idefics3.js";
 import type { Kernels } from "./backend/kernels.js";
 import { tsKernels } from "./backend/ts-kernels.js";
 import { loadNativeKernels, nativeLoadError } from "./backend/native-kernels.js";
+import { QUANT_SCHEMES, type QuantScheme } from "./quant/format.js";
 import type { SamplingOptions } from "./generation/sampler.js";
 import { Engine, type EngineConfig, type FinishReason, type SequenceResult } from "./generation/engine.js";
 import { AsyncQueue } from "./generation/async-queue.js";
@@ -31,13 +32,19 @@ export type ImageInput = string | Uint8Array;
  * Arithmetic modes. "f32": activations in float32, weights widened to float32 inside the kernels
  * (the parity mode, what the tests compare with the reference). "bf16": bf16 dot products with
  * float32 accumulation (vdpbf16ps), the speed mode. Weights stay in their checkpoint dtype in both.
+ * "q8" / "q4": the linear layers' weights quantized in blocks of 32 (src/quant/format.ts), either
+ * as the model loads or ahead of time by `smolvlm quantize`; the layers that stay in float
+ * (input dimension not a multiple of 32) run in bf16 mode where the CPU has it, else f32.
  */
-export type DTypeMode = "f32" | "bf16";
+export type DTypeMode = "f32" | "bf16" | QuantScheme;
 
-export const DTYPE_MODES: readonly DTypeMode[] = ["f32", "bf16"];
+export const DTYPE_MODES: readonly DTypeMode[] = ["f32", "bf16", ...QUANT_SCHEMES];
 
 export interface LoadOptions {
-  /** Arithmetic mode (default: "bf16" where the CPU has bf16 dot products, else "f32"). */
+  /**
+   * Arithmetic mode (default: a quantized folder's own scheme; else "bf16" where the CPU has bf16
+   * dot products, else "f32").
+   */
   dtype?: DTypeMode;
   /** Overrides the kernel backend (tests use this to compare backends). */
   kernels?: Kernels;
@@ -120,19 +127,42 @@ export interface PreparedPrompt {
 
 const now = () => performance.now();
 
+function isQuantScheme(dtype: DTypeMode | undefined): dtype is QuantScheme {
+  return dtype !== undefined && (QUANT_SCHEMES as readonly string[]).includes(dtype);
+}
+
+/**
+ * The mode a folder is loaded in: a quantized folder runs its own scheme and nothing else (its
+ * float weights are gone); any other folder runs what was asked for.
+ */
+function requestedDtype(options: LoadOptions, config: ModelConfig, dir: string): DTypeMode | undefined {
+  const q = config.quantization;
+  if (!q) return options.dtype;
+  if (options.dtype !== undefined && options.dtype !== q.scheme) {
+    throw new SmolVLMError(
+      "bad_request",
+      `dtype "${options.dtype}" is not available: this folder is quantized with ${q.scheme} and runs only as ${q.scheme}; use the source (unquantized) checkpoint for other modes`,
+      dir,
+    );
+  }
+  return q.scheme;
+}
+
 /**
  * The native kernels when the addon is built, else the TypeScript reference (with a notice).
- * bf16 is the default mode only where the CPU multiplies bf16 natively.
+ * bf16 is the default mode only where the CPU multiplies bf16 natively; in q8/q4 modes the layers
+ * left in float use bf16 products there too (the quantized ones already trade that much accuracy).
  */
-function chooseKernels(options: LoadOptions): { kernels: Kernels; dtype: DTypeMode; notice?: string } {
-  if (options.kernels) return { kernels: options.kernels, dtype: options.dtype ?? "f32" };
+function chooseKernels(options: LoadOptions, requested: DTypeMode | undefined): { kernels: Kernels; dtype: DTypeMode; notice?: string } {
+  if (options.kernels) return { kernels: options.kernels, dtype: requested ?? "f32" };
   const native = process.env.SMOLVLM_KERNELS === "typescript" ? null : loadNativeKernels();
   if (!native) {
     const why = process.env.SMOLVLM_KERNELS === "typescript" ? "SMOLVLM_KERNELS=typescript" : nativeLoadError();
-    return { kernels: tsKernels, dtype: options.dtype ?? "f32", notice: `using the TypeScript kernels (slow): ${why}` };
+    return { kernels: tsKernels, dtype: requested ?? "f32", notice: `using the TypeScript kernels (slow): ${why}` };
   }
-  const dtype = options.dtype ?? (native.info().bf16Native ? "bf16" : "f32");
-  native.linearMode = dtype;
+  const bf16 = native.info().bf16Native;
+  const dtype = requested ?? (bf16 ? "bf16" : "f32");
+  native.linearMode = isQuantScheme(dtype) ? (bf16 ? "bf16" : "f32") : dtype;
   return { kernels: native, dtype };
 }
 
@@ -159,9 +189,9 @@ export class SmolVLM {
     this.tokenizer = Tokenizer.fromModelDir(dir);
     this.chatTemplate = ChatTemplate.fromModelDir(dir);
     this.imageProcessor = ImageProcessor.fromModelDir(dir);
-    const { kernels, dtype, notice } = chooseKernels(options);
+    const { kernels, dtype, notice } = chooseKernels(options, requestedDtype(options, this.config, dir));
     this.backend = { kernels: kernels.name, dtype, notice };
-    const store = WeightStore.fromDir(dir);
+    const store = WeightStore.fromDir(dir, { quantize: isQuantScheme(dtype) ? dtype : undefined });
     try {
       this.model = new Idefics3Model(store, this.config, kernels);
     } finally {

@@ -22,7 +22,9 @@ serve options:
   --max-batch N             requests decoded together (default 8)
   --max-queue N             requests waiting beyond the batch; more get 429 (default 32)
   --prefill-chunk N         prompt positions prefilled per engine step (default 512)
-  --dtype f32|bf16          arithmetic mode (default: bf16 where the CPU has bf16 dot products, else f32)
+  --dtype f32|bf16|q8|q4    arithmetic mode (default: a quantized folder's own mode, else bf16 where
+                            the CPU has bf16 dot products, else f32); q8/q4 quantize the linear
+                            weights as the model loads
   --prefix-cache-mb N       KV cache kept for reusing earlier prompts (default 512; 0 disables)
   --image-size N            longest edge images are resized to (default from the checkpoint)
   --no-image-splitting      one tile per image (faster, less detail)

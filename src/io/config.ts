@@ -6,6 +6,7 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
+import { QUANT_BLOCK, QUANT_SCHEMES, type QuantizationConfig, type QuantScheme } from "../quant/format.js";
 
 export interface RopeConfig {
   theta: number;
@@ -50,6 +51,8 @@ export interface ModelConfig {
   scaleFactor: number;
   imageTokenId: number;
   tieWordEmbeddings: boolean;
+  /** Set when the folder was written by `smolvlm quantize` (its linear weights are q8 or q4). */
+  quantization: QuantizationConfig | null;
 }
 
 const SUPPORTED_MODEL_TYPES = ["idefics3", "smolvlm"];
@@ -208,7 +211,35 @@ export function parseModelConfig(json: Json, file: string): ModelConfig {
     scaleFactor,
     imageTokenId: top.int("image_token_id", 49190),
     tieWordEmbeddings: tie === true,
+    quantization: parseQuantization(top),
   };
+}
+
+/**
+ * `quantization_config`: only this package's own format is read. Checkpoints quantized by other
+ * tools (bitsandbytes, GPTQ, AWQ, ...) store their weights in layouts these kernels do not run,
+ * so they are refused by name rather than failing later on a tensor's dtype.
+ */
+function parseQuantization(top: FieldReader): QuantizationConfig | null {
+  const raw = top.raw("quantization_config");
+  if (raw === undefined || raw === null) return null;
+  const q = top.sub("quantization_config");
+  const method = q.raw("quant_method");
+  if (method !== "smolvlm") {
+    q.fail(
+      `quant_method ${JSON.stringify(method)} is not supported: this folder was quantized by another tool, and smolvlm only reads its own q8/q4 format (quant_method "smolvlm"); ` +
+        "use the unquantized checkpoint (`smolvlm quantize` makes a q8/q4 copy of it)",
+    );
+  }
+  const scheme = q.raw("scheme");
+  if (typeof scheme !== "string" || !QUANT_SCHEMES.includes(scheme as QuantScheme)) {
+    q.fail(`scheme ${JSON.stringify(scheme)} is not supported (supported: ${QUANT_SCHEMES.join(", ")})`);
+  }
+  const blockSize = q.raw("block_size") ?? QUANT_BLOCK;
+  if (blockSize !== QUANT_BLOCK) q.fail(`block_size ${JSON.stringify(blockSize)} is not supported (only ${QUANT_BLOCK})`);
+  const kept = q.raw("modules_not_quantized");
+  if (kept !== undefined && !(Array.isArray(kept) && kept.every((m) => typeof m === "string"))) q.fail("modules_not_quantized must be a list of module names");
+  return { quant_method: "smolvlm", scheme: scheme as QuantScheme, block_size: QUANT_BLOCK, ...(kept ? { modules_not_quantized: kept as string[] } : {}) };
 }
 
 export function loadModelConfig(path: string): ModelConfig {

@@ -3,12 +3,19 @@
  * of the model). With the native addon the file is memory-mapped and every aligned tensor is a
  * view into the mapping (weights are used in place from the page cache); otherwise, or for a
  * misaligned tensor, each tensor is read into its own array.
+ *
+ * Float tensors (F32/BF16/F16) are `Tensor`s; the 8-bit integer tensors of a quantized checkpoint
+ * (I8/U8, src/quant/format.ts) are read apart, as `IntTensor`s, so that code taking a `Tensor`
+ * never meets integer data.
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
 import { mapFile } from "../backend/native-kernels.js";
 
 export type DType = "F32" | "BF16" | "F16";
+export type IntDType = "I8" | "U8";
+/** Every dtype this package reads and writes. */
+export type StoredDType = DType | IntDType;
 
 export interface Tensor {
   readonly dtype: DType;
@@ -17,13 +24,20 @@ export interface Tensor {
   readonly data: Float32Array | Uint16Array;
 }
 
+/** An 8-bit integer tensor: I8 -> Int8Array, U8 -> Uint8Array. */
+export interface IntTensor {
+  readonly dtype: IntDType;
+  readonly shape: readonly number[];
+  readonly data: Int8Array | Uint8Array;
+}
+
 interface HeaderEntry {
   dtype: string;
   shape: number[];
   data_offsets: [number, number];
 }
 
-const BYTES_PER_ELEMENT: Record<DType, number> = { F32: 4, BF16: 2, F16: 2 };
+export const BYTES_PER_ELEMENT: Record<StoredDType, number> = { F32: 4, BF16: 2, F16: 2, I8: 1, U8: 1 };
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 function fail(file: string, message: string): never {
@@ -87,8 +101,19 @@ function validateEntry(file: string, name: string, value: unknown): HeaderEntry 
   return v as HeaderEntry;
 }
 
-function isSupported(dtype: string): dtype is DType {
+function isFloat(dtype: string): dtype is DType {
   return dtype === "F32" || dtype === "BF16" || dtype === "F16";
+}
+
+function isInt(dtype: string): dtype is IntDType {
+  return dtype === "I8" || dtype === "U8";
+}
+
+/** The constructors of the typed arrays tensors are read into. */
+interface TypedArrayKind<T> {
+  new (length: number): T;
+  new (buffer: ArrayBufferLike, byteOffset: number, length: number): T;
+  readonly BYTES_PER_ELEMENT: number;
 }
 
 /** A lazily-read safetensors file: the header is parsed at open, tensors are read on demand. */
@@ -139,29 +164,69 @@ export class SafetensorsFile {
     return this.entries.has(name);
   }
 
+  /** A tensor's dtype (as written in the header, supported or not) and shape, without reading it. */
+  info(name: string): { dtype: string; shape: readonly number[] } {
+    const entry = this.entry(name);
+    return { dtype: entry.dtype, shape: entry.shape };
+  }
+
+  /** A float tensor (F32, BF16, F16). */
   read(name: string): Tensor {
+    const entry = this.entry(name);
+    const dtype = entry.dtype;
+    if (!isFloat(dtype)) fail(this.path, `tensor "${name}" has dtype ${dtype}; supported: F32, BF16, F16${isInt(dtype) ? " (an integer tensor of a quantized checkpoint, not a float one)" : ""}`);
+    const { offset, count } = this.locate(name, entry, dtype);
+    if (dtype === "F32") return { dtype, shape: entry.shape, data: this.view(offset, count, Float32Array) };
+    return { dtype, shape: entry.shape, data: this.view(offset, count, Uint16Array) };
+  }
+
+  /** An 8-bit integer tensor (I8, U8): the codes of a quantized weight. */
+  readInt(name: string): IntTensor {
+    const entry = this.entry(name);
+    const dtype = entry.dtype;
+    if (!isInt(dtype)) fail(this.path, `tensor "${name}" has dtype ${dtype}; expected I8 or U8`);
+    const { offset, count } = this.locate(name, entry, dtype);
+    if (dtype === "I8") return { dtype, shape: entry.shape, data: this.view(offset, count, Int8Array) };
+    return { dtype, shape: entry.shape, data: this.view(offset, count, Uint8Array) };
+  }
+
+  /** A tensor's bytes as stored, whatever its dtype (for copying it unchanged). */
+  readBytes(name: string): Uint8Array {
+    const entry = this.entry(name);
+    if (!isFloat(entry.dtype) && !isInt(entry.dtype)) fail(this.path, `tensor "${name}" has dtype ${entry.dtype}; supported: F32, BF16, F16, I8, U8`);
+    const { offset, count } = this.locate(name, entry, entry.dtype);
+    return this.view(offset, count * BYTES_PER_ELEMENT[entry.dtype], Uint8Array);
+  }
+
+  private entry(name: string): HeaderEntry {
     const entry = this.entries.get(name);
     if (!entry) fail(this.path, `tensor "${name}" not found`);
-    if (!isSupported(entry.dtype)) fail(this.path, `tensor "${name}" has dtype ${entry.dtype}; supported: F32, BF16, F16`);
-    const dtype = entry.dtype;
+    return entry;
+  }
+
+  /** Checks that the entry's byte range fits its shape and the file; returns where it starts. */
+  private locate(name: string, entry: HeaderEntry, dtype: StoredDType): { offset: number; count: number } {
     const count = entry.shape.reduce((a, b) => a * b, 1);
     const [begin, end] = entry.data_offsets;
-    if (end - begin !== count * BYTES_PER_ELEMENT[dtype]) {
-      fail(this.path, `tensor "${name}" has ${end - begin} bytes but shape ${JSON.stringify(entry.shape)} of ${dtype} needs ${count * BYTES_PER_ELEMENT[dtype]}`);
+    const need = count * BYTES_PER_ELEMENT[dtype];
+    if (end - begin !== need) {
+      fail(this.path, `tensor "${name}" has ${end - begin} bytes but shape ${JSON.stringify(entry.shape)} of ${dtype} needs ${need}`);
     }
     if (this.dataStart + end > this.fileSize) {
       fail(this.path, `tensor "${name}" ends at byte ${this.dataStart + end}, past the end of the ${this.fileSize}-byte file (truncated?)`);
     }
-    const offset = this.dataStart + begin;
-    const width = BYTES_PER_ELEMENT[dtype];
+    return { offset: this.dataStart + begin, count };
+  }
+
+  /** `count` elements at file `offset`: a view into the mapping when aligned, else a copy. */
+  private view<T extends Float32Array | Uint16Array | Int8Array | Uint8Array>(offset: number, count: number, Kind: TypedArrayKind<T>): T {
+    const width = Kind.BYTES_PER_ELEMENT;
     if ("mapped" in this.source && (this.source.mapped.byteOffset + offset) % width === 0) {
-      const buf = this.source.mapped.buffer;
-      const at = this.source.mapped.byteOffset + offset;
-      return { dtype, shape: entry.shape, data: dtype === "F32" ? new Float32Array(buf, at, count) : new Uint16Array(buf, at, count) };
+      return new Kind(this.source.mapped.buffer, this.source.mapped.byteOffset + offset, count);
     }
-    const data = dtype === "F32" ? new Float32Array(count) : new Uint16Array(count);
+    const data = new Kind(count);
     readExactly(this.source, this.path, new Uint8Array(data.buffer), offset);
-    return { dtype, shape: entry.shape, data };
+    return data;
   }
 
   /** Releases the descriptor; a mapping stays alive for as long as tensors view it. */
@@ -170,8 +235,8 @@ export class SafetensorsFile {
   }
 }
 
-/** Writes tensors as a safetensors file (used by tests to build small checkpoints). */
-export function encodeSafetensors(tensors: Record<string, Tensor>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {
+/** Writes tensors as a safetensors file in memory (used by tests to build small checkpoints). */
+export function encodeSafetensors(tensors: Record<string, Tensor | IntTensor>, metadata: Record<string, string> = { format: "pt" }): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const [name, t] of Object.entries(tensors)) {

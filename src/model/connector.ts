@@ -4,20 +4,19 @@
  * hidden size. 1024 patches at scale 4 become 64 image tokens.
  */
 import type { WeightStore } from "../io/checkpoint.js";
-import type { Tensor } from "../io/safetensors.js";
-import type { Kernels } from "../backend/kernels.js";
+import type { Kernels, LinearWeight } from "../backend/kernels.js";
 
 export class Connector {
   readonly scaleFactor: number;
   private readonly kernels: Kernels;
-  private readonly projection: Tensor;
+  private readonly projection: LinearWeight;
   private readonly visionHidden: number;
 
   constructor(store: WeightStore, visionHidden: number, textHidden: number, scaleFactor: number, kernels: Kernels) {
     this.scaleFactor = scaleFactor;
     this.kernels = kernels;
     this.visionHidden = visionHidden;
-    this.projection = store.get("model.connector.modality_projection.proj.weight", [textHidden, visionHidden * scaleFactor * scaleFactor]);
+    this.projection = store.getLinear("model.connector.modality_projection.proj.weight", [textHidden, visionHidden * scaleFactor * scaleFactor]);
   }
 
   /** [side*side, hidden] patch features of one tile -> [(side/s)², textHidden] image tokens. */

@@ -5,21 +5,21 @@
 import type { TextConfig } from "../io/config.js";
 import type { WeightStore } from "../io/checkpoint.js";
 import type { Tensor } from "../io/safetensors.js";
-import type { Kernels } from "../backend/kernels.js";
+import type { Kernels, LinearWeight } from "../backend/kernels.js";
 import { toFloat32, widenRows } from "../backend/dtype.js";
 import { RotaryTable } from "./rope.js";
 import { KVCache } from "./kv-cache.js";
 
 interface DecoderLayer {
   inputNorm: Float32Array;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  o: Tensor;
+  q: LinearWeight;
+  k: LinearWeight;
+  v: LinearWeight;
+  o: LinearWeight;
   postAttentionNorm: Float32Array;
-  gate: Tensor;
-  up: Tensor;
-  down: Tensor;
+  gate: LinearWeight;
+  up: LinearWeight;
+  down: LinearWeight;
 }
 
 const PREFIX = "model.text_model";
@@ -31,14 +31,14 @@ function loadLayer(store: WeightStore, c: TextConfig, i: number): DecoderLayer {
   const kvDim = c.numKvHeads * c.headDim;
   return {
     inputNorm: toFloat32(store.get(`${p}.input_layernorm.weight`, [h])),
-    q: store.get(`${p}.self_attn.q_proj.weight`, [qDim, h]),
-    k: store.get(`${p}.self_attn.k_proj.weight`, [kvDim, h]),
-    v: store.get(`${p}.self_attn.v_proj.weight`, [kvDim, h]),
-    o: store.get(`${p}.self_attn.o_proj.weight`, [h, qDim]),
+    q: store.getLinear(`${p}.self_attn.q_proj.weight`, [qDim, h]),
+    k: store.getLinear(`${p}.self_attn.k_proj.weight`, [kvDim, h]),
+    v: store.getLinear(`${p}.self_attn.v_proj.weight`, [kvDim, h]),
+    o: store.getLinear(`${p}.self_attn.o_proj.weight`, [h, qDim]),
     postAttentionNorm: toFloat32(store.get(`${p}.post_attention_layernorm.weight`, [h])),
-    gate: store.get(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, h]),
-    up: store.get(`${p}.mlp.up_proj.weight`, [c.intermediateSize, h]),
-    down: store.get(`${p}.mlp.down_proj.weight`, [h, c.intermediateSize]),
+    gate: store.getLinear(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, h]),
+    up: store.getLinear(`${p}.mlp.up_proj.weight`, [c.intermediateSize, h]),
+    down: store.getLinear(`${p}.mlp.down_proj.weight`, [h, c.intermediateSize]),
   };
 }
 
@@ -48,7 +48,7 @@ export class TextDecoder {
   private readonly embedTokens: Tensor;
   private readonly layers: DecoderLayer[];
   private readonly finalNorm: Float32Array;
-  private readonly lmHead: Tensor;
+  private readonly lmHead: LinearWeight;
   private readonly rotary: RotaryTable;
 
   constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels) {
@@ -58,8 +58,10 @@ export class TextDecoder {
     this.embedTokens = store.get(`${PREFIX}.embed_tokens.weight`, [config.vocabSize, h]);
     this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, config, i));
     this.finalNorm = toFloat32(store.get(`${PREFIX}.norm.weight`, [h]));
-    // A checkpoint with tied embeddings has no lm_head tensor; some untied exports omit it too.
-    this.lmHead = !tieWordEmbeddings && store.has("lm_head.weight") ? store.get("lm_head.weight", [config.vocabSize, h]) : this.embedTokens;
+    // A checkpoint with tied embeddings has no lm_head tensor (a quantized one stores its own
+    // quantized copy); some untied exports omit it too.
+    const untied = !tieWordEmbeddings && store.has("lm_head.weight");
+    this.lmHead = untied ? store.getLinear("lm_head.weight", [config.vocabSize, h]) : store.getTiedLinear("lm_head.weight", [config.vocabSize, h], this.embedTokens);
     this.rotary = new RotaryTable(config.headDim, config.rope);
   }
 

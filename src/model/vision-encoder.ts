@@ -7,11 +7,11 @@
 import type { VisionConfig } from "../io/config.js";
 import type { WeightStore } from "../io/checkpoint.js";
 import type { Tensor } from "../io/safetensors.js";
-import type { Kernels } from "../backend/kernels.js";
+import type { Kernels, LinearWeight } from "../backend/kernels.js";
 import { toFloat32 } from "../backend/dtype.js";
 
 interface Linear {
-  weight: Tensor;
+  weight: LinearWeight;
   bias: Float32Array;
 }
 
@@ -29,7 +29,7 @@ interface EncoderLayer {
 const PREFIX = "model.vision_model";
 
 function linear(store: WeightStore, name: string, outDim: number, inDim: number): Linear {
-  return { weight: store.get(`${name}.weight`, [outDim, inDim]), bias: toFloat32(store.get(`${name}.bias`, [outDim])) };
+  return { weight: store.getLinear(`${name}.weight`, [outDim, inDim]), bias: toFloat32(store.get(`${name}.bias`, [outDim])) };
 }
 
 function norm(store: WeightStore, name: string, dim: number): { weight: Float32Array; bias: Float32Array } {
@@ -56,7 +56,8 @@ export class VisionEncoder {
   /** Patches per side of a tile (the remainder of imageSize / patchSize is dropped, as the convolution does). */
   readonly patchesPerSide: number;
   private readonly kernels: Kernels;
-  private readonly patchEmbedding: Linear;
+  /** A convolution, used as a linear layer over patches: it keeps its checkpoint dtype. */
+  private readonly patchEmbedding: { weight: Tensor; bias: Float32Array };
   private readonly positionEmbedding: Float32Array;
   private readonly layers: EncoderLayer[];
   private readonly postNorm: { weight: Float32Array; bias: Float32Array };

@@ -1,0 +1,95 @@
+/**
+ * What quantization costs in accuracy: the same image prompt through the model in f32 (the
+ * checkpoint's own bf16 weights, exact float32 arithmetic: the reference), bf16 mode, q8 and q4,
+ * teacher-forced over the reference's own greedy continuation.
+ *
+ * Reports, against the reference: relative L2 error of the last prompt position's logits, the
+ * mean relative L2 over the continuation's positions, and top-1 agreement at each of the N
+ * teacher-forced positions (does the model pick the token the reference picked?).
+ *
+ *   node dist/bench/quant-accuracy.js [--model DIR] [--image FILE] [--image-size 512] [--positions 64]
+ *
+ * Defaults: the 500M-shaped checkpoint from bench/make-checkpoint.ts (weights drawn like a
+ * trained model's) and bench/images/square512.jpg at 512 px (one tile).
+ */
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { SmolVLM, type DTypeMode } from "../src/smolvlm.js";
+
+const argv = process.argv.slice(2);
+function option(name: string, fallback: string): string {
+  const i = argv.indexOf(name);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+}
+const here = dirname(fileURLToPath(import.meta.url));
+const MODEL = option("--model", "/tmp/smolvlm-500m-shaped");
+const IMAGE = option("--image", join(here, "..", "..", "bench", "images", "square512.jpg"));
+const IMAGE_SIZE = Number(option("--image-size", "512"));
+const POSITIONS = Number(option("--positions", "64"));
+const MODES = option("--modes", "bf16,q8,q4").split(",") as DTypeMode[];
+const PROMPT = "Describe this image in detail.";
+
+function relL2(a: Float32Array, b: Float32Array): number {
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) {
+    num += (a[i]! - b[i]!) ** 2;
+    den += b[i]! ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+function argmax(a: Float32Array, from: number, n: number): number {
+  let best = from;
+  for (let i = from + 1; i < from + n; i++) if (a[i]! > a[best]!) best = i;
+  return best - from;
+}
+
+interface Run {
+  /** [POSITIONS + 1, vocab]: the last prompt position, then each continuation position. */
+  logits: Float32Array;
+  vocab: number;
+}
+
+/** Prompt logits then teacher-forced logits over `continuation` (or the model's own greedy choice). */
+async function run(dtype: DTypeMode, continuation: number[] | null): Promise<{ run: Run; tokens: number[] }> {
+  const vlm = await SmolVLM.load(MODEL, { dtype, engine: { prefixCacheBytes: 0 } });
+  const prepared = await vlm.prepare({ prompt: PROMPT, images: [IMAGE], imageSize: IMAGE_SIZE });
+  const model = vlm.model;
+  const features = prepared.tiles ? model.encodeImages({ data: prepared.tiles.data, tiles: prepared.tiles.count, size: prepared.tiles.size }) : null;
+  const ids = prepared.inputIds;
+  const cache = model.text.newCache(ids.length + POSITIONS + 1);
+  const vocab = model.config.text.vocabSize;
+  const logits = new Float32Array((POSITIONS + 1) * vocab);
+  logits.set(model.forward(model.embedPrompt(ids, features), ids.length, cache));
+  const tokens: number[] = [];
+  if (continuation) {
+    // All continuation positions in one pass: teacher forcing.
+    const forced = model.forward(model.embedWithImages(continuation.slice(0, POSITIONS), null), POSITIONS, cache, true);
+    logits.set(forced, vocab);
+  } else {
+    for (let p = 0; p < POSITIONS; p++) {
+      const next = argmax(logits, p * vocab, vocab);
+      tokens.push(next);
+      logits.set(model.forward(model.embedWithImages([next], null), 1, cache), (p + 1) * vocab);
+    }
+  }
+  return { run: { logits, vocab }, tokens };
+}
+
+const reference = await run("f32", null);
+console.log(`model ${MODEL}, image ${IMAGE} at ${IMAGE_SIZE}px, ${POSITIONS} teacher-forced positions; reference: f32 arithmetic on the checkpoint's weights`);
+console.log(`${"mode".padEnd(6)} ${"last-prompt relL2".padStart(18)} ${"mean relL2".padStart(11)} ${"top-1 agreement".padStart(16)}`);
+for (const mode of MODES) {
+  const { run: r } = await run(mode, reference.tokens);
+  const v = r.vocab;
+  const last = relL2(r.logits.subarray(0, v), reference.run.logits.subarray(0, v));
+  let sum = 0, agree = 0;
+  for (let p = 0; p < POSITIONS; p++) {
+    // Position p of the continuation predicts token p + 1; row p + 1 of the forced logits.
+    const a = r.logits.subarray((p + 1) * v, (p + 2) * v);
+    const b = reference.run.logits.subarray((p + 1) * v, (p + 2) * v);
+    sum += relL2(a, b);
+    if (argmax(a, 0, v) === argmax(b, 0, v)) agree++;
+  }
+  console.log(`${mode.padEnd(6)} ${last.toExponential(2).padStart(18)} ${(sum / POSITIONS).toExponential(2).padStart(11)} ${`${agree}/${POSITIONS}`.padStart(16)}`);
+}
