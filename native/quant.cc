@@ -137,7 +137,38 @@ void quantize_row_task(void* ctx, size_t row) {
 struct QuantizedRows {
   std::vector<int8_t> q;
   std::vector<float> scale, scaledSum;
+  // The Q4_1 AVX2 kernel's copy of q: blocks taken in pairs (2p, 2p + 1), each pair's 64 codes
+  // ordered as the two blocks' first halves then their second halves (how one 32-byte load of
+  // two packed Q4_1 blocks unpacks), an odd last block as it is; and per pair the scales
+  // [dx(2p) x4, dx(2p+1) x4].
+  std::vector<int8_t> qPairs;
+  std::vector<float> scalePairs;
 };
+
+void pair_blocks(QuantizedRows& a, size_t M, size_t K) {
+  const size_t nb = K / QB, np = nb / 2;
+  a.qPairs.resize(M * K);
+  a.scalePairs.resize(M * np * 8);
+  for (size_t r = 0; r < M; r++) {
+    const int8_t* src = a.q.data() + r * K;
+    int8_t* dst = a.qPairs.data() + r * K;
+    for (size_t p = 0; p < np; p++) {
+      const int8_t* b0 = src + 2 * p * QB;
+      const int8_t* b1 = b0 + QB;
+      int8_t* d = dst + 2 * p * QB;
+      std::memcpy(d, b0, 16);
+      std::memcpy(d + 16, b1, 16);
+      std::memcpy(d + 32, b0 + 16, 16);
+      std::memcpy(d + 48, b1 + 16, 16);
+      float* s = a.scalePairs.data() + (r * np + p) * 8;
+      for (int i = 0; i < 4; i++) {
+        s[i] = a.scale[r * nb + 2 * p];
+        s[4 + i] = a.scale[r * nb + 2 * p + 1];
+      }
+    }
+    if (nb % 2) std::memcpy(dst + (nb - 1) * QB, src + (nb - 1) * QB, QB);
+  }
+}
 
 void quantize_activation_block(const float* x, int8_t* q, float* scale, float* scaledSum) {
   float amax = 0;
@@ -314,16 +345,80 @@ void gemv_block(const QuantJob& a, size_t r0, size_t o) {
   }
 }
 
+// Q4_1, rows [r0, r0 + R) against outputs [o, o + NO), two blocks per step: one 32-byte load holds
+// both blocks' packed codes; its low nibbles meet the pair's first halves of x, its high nibbles
+// the second halves (QuantizedRows::qPairs), and one rescale covers both blocks
+// ([dw dx] x4 for each). Halves the shuffling and rescaling per block of gemv_block.
+template <int R, int NO>
+void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
+  const size_t K = a.K, nb = K / QB, np = nb / 2;
+  const int8_t* xq = a.xq->qPairs.data() + r0 * K;
+  const float* xs = a.xq->scalePairs.data() + r0 * np * 8;
+  const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  __m256 acc[R][NO];
+  for (int r = 0; r < R; r++)
+    for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
+  const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
+  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
+  const size_t pfStep = np ? (aheadBytes + np - 1) / np : 0;
+  size_t pf = 0;
+  for (size_t p = 0; p < np; p++) {
+    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
+    for (int j = 0; j < NO; j++) {
+      const size_t row = o + j;
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + (row * K + 2 * p * QB) / 2));
+      const __m256i lo = _mm256_and_si256(v, low);
+      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      uint32_t dwBits;
+      std::memcpy(&dwBits, a.scales + row * nb + 2 * p, 4);
+      const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dwBits)))), spread);
+      for (int r = 0; r < R; r++) {
+        const int8_t* x = xq + r * K + 2 * p * QB;
+        const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+        const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+        acc[r][j] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_loadu_ps(xs + (r * np + p) * 8)), acc[r][j]);
+      }
+    }
+  }
+  const size_t last = nb - 1;  // an odd block left over: one block as gemv_block does it
+  for (int r = 0; r < R; r++) {
+    for (int j = 0; j < NO; j++) {
+      float v = hsum(acc[r][j]);
+      if (nb % 2) {
+        const __m256i w = load_codes<4>(a.wq, (o + j) * K + last * QB);
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + last * QB));
+        v += _cvtsh_ss(a.scales[(o + j) * nb + last]) * a.xq->scale[(r0 + r) * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, x)));
+      }
+      v += min_term_avx2(a, r0 + r, o + j);
+      a.y[(r0 + r) * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
+    }
+  }
+}
+
 // Every row against outputs [o, o + NO), in groups of up to 4 rows (R x NO accumulators fit the
 // 16 ymm registers with the codes).
+template <int SCHEME, int R, int NO>
+inline void gemv_group(const QuantJob& a, size_t r0, size_t o) {
+  if constexpr (SCHEME == 4) {
+    gemv_block_q4_pairs<R, NO>(a, r0, o);
+  } else {
+    gemv_block<SCHEME, R, NO>(a, r0, o);
+  }
+}
+
 template <int SCHEME, int NO>
 void gemv_rows(const QuantJob& a, size_t o) {
   size_t r = 0;
-  for (; r + 4 <= a.M; r += 4) gemv_block<SCHEME, 4, NO>(a, r, o);
+  for (; r + 4 <= a.M; r += 4) gemv_group<SCHEME, 4, NO>(a, r, o);
   switch (a.M - r) {
-    case 3: gemv_block<SCHEME, 3, NO>(a, r, o); break;
-    case 2: gemv_block<SCHEME, 2, NO>(a, r, o); break;
-    case 1: gemv_block<SCHEME, 1, NO>(a, r, o); break;
+    case 3: gemv_group<SCHEME, 3, NO>(a, r, o); break;
+    case 2: gemv_group<SCHEME, 2, NO>(a, r, o); break;
+    case 1: gemv_group<SCHEME, 1, NO>(a, r, o); break;
     default: break;
   }
 }
@@ -437,6 +532,7 @@ void linear_quant(const float* x, size_t M, const void* wq, const uint16_t* scal
 #ifdef SMOLVLM_X86
   const Isa isa = current_isa();
   if (isa == Isa::Avx2 || isa == Isa::Avx512) {
+    if (scheme == 4) pair_blocks(xq, M, K);
     parallel_for(tasks, scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>, &a);
     return;
   }
