@@ -24,7 +24,8 @@ function option(name: string, fallback: string): string {
 const here = dirname(fileURLToPath(import.meta.url));
 const MODEL = option("--model", "/tmp/smolvlm-500m-shaped");
 const IMAGE = option("--image", join(here, "..", "..", "bench", "images", "square512.jpg"));
-const IMAGE_SIZE = Number(option("--image-size", "512"));
+/** --image-size 0: the checkpoint's own default. */
+const IMAGE_SIZE = Number(option("--image-size", "512")) || undefined;
 const POSITIONS = Number(option("--positions", "64"));
 const MODES = option("--modes", "bf16,q8,q4").split(",") as DTypeMode[];
 const PROMPT = "Describe this image in detail.";
@@ -77,7 +78,7 @@ async function run(dtype: DTypeMode, continuation: number[] | null): Promise<{ r
 }
 
 const reference = await run("f32", null);
-console.log(`model ${MODEL}, image ${IMAGE} at ${IMAGE_SIZE}px, ${POSITIONS} teacher-forced positions; reference: f32 arithmetic on the checkpoint's weights`);
+console.log(`model ${MODEL}, image ${IMAGE} at ${IMAGE_SIZE ?? "default "}px, ${POSITIONS} teacher-forced positions; reference: f32 arithmetic on the checkpoint's weights`);
 console.log(`${"mode".padEnd(6)} ${"last-prompt relL2".padStart(18)} ${"mean relL2".padStart(11)} ${"top-1 agreement".padStart(16)}`);
 for (const mode of MODES) {
   const { run: r } = await run(mode, reference.tokens);

@@ -241,27 +241,31 @@ napi_value Rope(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out)
+// attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out[, kvDtype (0 F32 | 1 BF16)])
+// k and v are Float32Arrays, or Uint16Arrays of bf16 bits when kvDtype is 1.
 napi_value Attention(napi_env env, napi_callback_info info) {
   Args a(env, info, 11, "attention");
   const size_t seqQ = a.count(3, "seqQ"), seqK = a.count(4, "seqK");
   const size_t heads = a.count(5, "numHeads"), kvHeads = a.count(6, "numKvHeads"), headDim = a.count(7, "headDim");
   const double scale = a.number(8, "scale");
   const double offset = a.number(9, "causalOffset");
+  const size_t kvDtype = a.is_nullish(11) ? 0 : a.count(11, "kvDtype");
+  if (a.ok() && kvDtype > 1) a.fail("kvDtype must be 0 (F32) or 1 (BF16)");
   if (a.ok() && (kvHeads == 0 || heads % kvHeads != 0)) a.fail("numHeads must be a multiple of numKvHeads");
   if (a.ok() && offset != std::floor(offset)) a.fail("causalOffset must be a whole number (or -1 for none)");
+  const napi_typedarray_type kvType = kvDtype == 1 ? napi_uint16_array : napi_float32_array;
   Array q = a.array(0, napi_float32_array, "q");
   a.need(q, mul(seqQ, mul(heads, headDim)), "q");
-  Array k = a.array(1, napi_float32_array, "k");
+  Array k = a.array(1, kvType, "k");
   a.need(k, mul(seqK, mul(kvHeads, headDim)), "k");
-  Array v = a.array(2, napi_float32_array, "v");
+  Array v = a.array(2, kvType, "v");
   a.need(v, mul(seqK, mul(kvHeads, headDim)), "v");
   Array out = a.array(10, napi_float32_array, "out");
   a.need(out, mul(seqQ, mul(heads, headDim)), "out");
   if (!a.ok()) return nullptr;
   AttentionArgs args{static_cast<const float*>(q.data),
-                     static_cast<const float*>(k.data),
-                     static_cast<const float*>(v.data),
+                     k.data,
+                     v.data,
                      static_cast<float*>(out.data),
                      seqQ,
                      seqK,
@@ -269,7 +273,8 @@ napi_value Attention(napi_env env, napi_callback_info info) {
                      kvHeads,
                      headDim,
                      static_cast<float>(scale),
-                     offset < 0 ? -1 : static_cast<long long>(offset)};
+                     offset < 0 ? -1 : static_cast<long long>(offset),
+                     kvDtype == 1 ? kBF16 : kF32};
   attention(args);
   return nullptr;
 }

@@ -33,12 +33,13 @@ void add_inplace(float* a, const float* b, size_t n);
 
 struct AttentionArgs {
   const float* q;  // [seqQ][numHeads * headDim]
-  const float* k;  // [>= seqK][numKvHeads * headDim]
-  const float* v;
+  const void* k;   // [>= seqK][numKvHeads * headDim], float32 or bf16 (kvDtype)
+  const void* v;
   float* out;      // [seqQ][numHeads * headDim]
   size_t seqQ, seqK, numHeads, numKvHeads, headDim;
   float scale;
   long long causalOffset;  // < 0: no mask
+  int kvDtype;             // kF32 or kBF16 (a bf16 KV cache)
 };
 void attention(const AttentionArgs& a);
 

@@ -31,7 +31,8 @@ export type ImageInput = string | Uint8Array;
 /**
  * Arithmetic modes. "f32": activations in float32, weights widened to float32 inside the kernels
  * (the parity mode, what the tests compare with the reference). "bf16": bf16 dot products with
- * float32 accumulation (vdpbf16ps), the speed mode. Weights stay in their checkpoint dtype in both.
+ * float32 accumulation (vdpbf16ps), the speed mode, with the KV cache in bf16 (as are the q8/q4
+ * modes'). Weights stay in their checkpoint dtype in both.
  * "q8" / "q4": the linear layers' weights quantized in blocks of 32 (src/quant/format.ts), either
  * as the model loads or ahead of time by `smolvlm quantize`; the layers that stay in float
  * (input dimension not a multiple of 32) run in bf16 mode where the CPU has it, else f32.
@@ -193,7 +194,9 @@ export class SmolVLM {
     this.backend = { kernels: kernels.name, dtype, notice };
     const store = WeightStore.fromDir(dir, { quantize: isQuantScheme(dtype) ? dtype : undefined });
     try {
-      this.model = new Idefics3Model(store, this.config, kernels);
+      // The speed modes keep keys and values in bf16 (half the cache memory and traffic); f32 is
+      // the parity mode and keeps them exact.
+      this.model = new Idefics3Model(store, this.config, kernels, { kvDtype: dtype === "f32" ? "F32" : "BF16" });
     } finally {
       store.close();
     }

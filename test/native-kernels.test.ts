@@ -88,6 +88,10 @@ function attentionParams(c: AttnCase, seed: number): AttentionParams {
   };
 }
 
+function toBf16Bits(a: Float32Array): Uint16Array {
+  return Uint16Array.from(a, (v) => f32ToBf16(v));
+}
+
 function elementInput(n: number, seed: number): Float32Array {
   const x = randomArray(n, seed, 6);
   // Values where exp under- or overflows.
@@ -222,6 +226,16 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     });
   }
 
+  // A bf16 KV cache: both backends read the same bf16 keys and values.
+  for (const c of ATTENTION_CASES.filter((_, i) => i % 2 === 0)) {
+    test(`attention, bf16 keys and values: ${c.name}`, () => {
+      const p = attentionParams(c, c.seqQ + c.seqK + c.heads + 7);
+      const bf16 = { ...p, k: toBf16Bits(p.k as Float32Array), v: toBf16Bits(p.v as Float32Array) };
+      const ref = cached(`attention bf16 ${c.name}`, () => tsKernels.attention(bf16));
+      assertClose(native.attention(bf16), ref, 1e-5, `${c.name} (bf16 KV)`);
+    });
+  }
+
   test("siluMul, gelu (tanh and erf), addInPlace", () => {
     for (const n of [1, 17, 100003]) {
       const g = elementInput(n, n);
@@ -274,6 +288,7 @@ if (!native) {
     const p = attentionParams(ATTENTION_CASES[0]!, 1);
     assert.throws(() => native.attention({ ...p, numKvHeads: 4 }), /multiple/);
     assert.throws(() => native.attention({ ...p, seqK: 100 }), /k has/);
+    assert.throws(() => native.attention({ ...p, k: new Uint16Array(p.k.length) }), /same element type/);
     assert.equal(native.setIsa("nonsense" as NativeIsa), false);
   });
 

@@ -74,6 +74,7 @@ test("the backend under test is the native one when it is built (CI builds it)",
 for (const name of TINY_MODELS) {
   test(`${name}: bf16 mode stays within 3e-2 of the reference logits`, async (t) => {
     const model = await SmolVLM.load(fixturePath("models", name), { dtype: "bf16" });
+    assert.equal(model.model.text.kvDtype, "BF16", "bf16 mode keeps its KV cache in bf16");
     for (const file of [`${name}.describe_nosplit.json`, `${name}.text_only.json`]) {
       const c = readJson<FixtureCase>("cases", file);
       const result = await model.generate(requestFor(c), { greedy: true, maxNewTokens: 1, returnPromptLogits: true });

@@ -15,9 +15,12 @@ export type LinearWeight = Tensor | QuantizedTensor;
 export interface AttentionParams {
   /** [seqQ, numHeads * headDim] */
   q: Float32Array;
-  /** [seqK, numKvHeads * headDim]; only the first seqK rows are read. */
-  k: Float32Array;
-  v: Float32Array;
+  /**
+   * [seqK, numKvHeads * headDim]; only the first seqK rows are read. Float32, or a Uint16Array of
+   * bf16 bits (a bf16 KV cache), widened exactly as they are read.
+   */
+  k: Float32Array | Uint16Array;
+  v: Float32Array | Uint16Array;
   seqQ: number;
   seqK: number;
   numHeads: number;

@@ -92,8 +92,19 @@ function rope(x: Float32Array, rows: number, numHeads: number, headDim: number, 
 }
 
 /** One query row against its visible keys: online softmax in two passes over a score buffer. */
+/** A bf16 KV array widened to float32 (the rows attention reads); float32 ones as they are. */
+function widenKv(a: Float32Array | Uint16Array, values: number): Float32Array {
+  if (a instanceof Float32Array) return a;
+  const out = new Float32Array(values);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < values; i++) bits[i] = a[i]! << 16;
+  return out;
+}
+
 function attention(p: AttentionParams): Float32Array {
-  const { q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset } = p;
+  const { q, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset } = p;
+  const k = widenKv(p.k, seqK * numKvHeads * headDim);
+  const v = widenKv(p.v, seqK * numKvHeads * headDim);
   const out = new Float32Array(seqQ * numHeads * headDim);
   const group = numHeads / numKvHeads;
   const qStride = numHeads * headDim;

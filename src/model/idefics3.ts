@@ -4,6 +4,7 @@
  */
 import type { ModelConfig } from "../io/config.js";
 import type { WeightStore } from "../io/checkpoint.js";
+import type { KVDType } from "./kv-cache.js";
 import type { Kernels } from "../backend/kernels.js";
 import { SmolVLMError } from "../errors.js";
 import { TextDecoder } from "./text-decoder.js";
@@ -24,9 +25,10 @@ export class Idefics3Model {
   readonly vision: VisionEncoder;
   readonly connector: Connector;
 
-  constructor(store: WeightStore, config: ModelConfig, kernels: Kernels) {
+  /** `kvDtype`: the KV cache's element type (bf16 in the speed modes). */
+  constructor(store: WeightStore, config: ModelConfig, kernels: Kernels, options: { kvDtype?: KVDType } = {}) {
     this.config = config;
-    this.text = new TextDecoder(store, config.text, config.tieWordEmbeddings, kernels);
+    this.text = new TextDecoder(store, config.text, config.tieWordEmbeddings, kernels, options.kvDtype);
     this.vision = new VisionEncoder(store, config.vision, kernels);
     this.connector = new Connector(store, config.vision.hiddenSize, config.text.hiddenSize, config.scaleFactor, kernels);
   }

@@ -8,7 +8,7 @@ import type { Tensor } from "../io/safetensors.js";
 import type { Kernels, LinearWeight } from "../backend/kernels.js";
 import { toFloat32, widenRows } from "../backend/dtype.js";
 import { RotaryTable } from "./rope.js";
-import { KVCache } from "./kv-cache.js";
+import { KVCache, type KVDType } from "./kv-cache.js";
 
 interface DecoderLayer {
   inputNorm: Float32Array;
@@ -50,10 +50,13 @@ export class TextDecoder {
   private readonly finalNorm: Float32Array;
   private readonly lmHead: LinearWeight;
   private readonly rotary: RotaryTable;
+  /** Element type of the caches this decoder makes. */
+  readonly kvDtype: KVDType;
 
-  constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels) {
+  constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels, kvDtype: KVDType = "F32") {
     this.config = config;
     this.kernels = kernels;
+    this.kvDtype = kvDtype;
     const h = config.hiddenSize;
     this.embedTokens = store.get(`${PREFIX}.embed_tokens.weight`, [config.vocabSize, h]);
     this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, config, i));
@@ -67,7 +70,7 @@ export class TextDecoder {
 
   /** An empty cache; `capacity` positions are allocated up front (it grows beyond if needed). */
   newCache(capacity = 256): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, Math.max(1, capacity));
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, Math.max(1, capacity), this.kvDtype);
   }
 
   /** Embedding rows for the given token ids: [ids.length, hidden]. */
