@@ -11,10 +11,21 @@
  *
  * Defaults: the 500M-shaped checkpoint from bench/make-checkpoint.ts (weights drawn like a
  * trained model's) and bench/images/square512.jpg at 512 px (one tile).
+ *
+ * It also prints the weights' own round-trip error (relative L2 of dequantized against original,
+ * over every linear weight of the text layers in --layers) for q8, q4 (with a per-block minimum)
+ * and a symmetric 4-bit code without the minimum (q = round(w / d) in [-8, 7], d = max|w| / 8, as
+ * GGML's Q4_0): what the minimum buys.
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SmolVLM, type DTypeMode } from "../src/smolvlm.js";
+import { WeightStore } from "../src/io/checkpoint.js";
+import { loadModelConfig } from "../src/io/config.js";
+import { widenRows } from "../src/backend/dtype.js";
+import { QUANT_BLOCK } from "../src/quant/format.js";
+import { dequantizeRows, quantizeReference } from "../src/quant/reference.js";
+import type { Tensor } from "../src/io/safetensors.js";
 
 const argv = process.argv.slice(2);
 function option(name: string, fallback: string): string {
@@ -77,6 +88,59 @@ async function run(dtype: DTypeMode, continuation: number[] | null): Promise<{ r
   return { run: { logits, vocab }, tokens };
 }
 
+/** Symmetric 4-bit round trip (no minimum), for comparison only. */
+function symmetric4(w: Float32Array): Float32Array {
+  const out = new Float32Array(w.length);
+  for (let b = 0; b < w.length; b += QUANT_BLOCK) {
+    let amax = 0, signed = 0;
+    for (let i = b; i < b + QUANT_BLOCK; i++) if (Math.abs(w[i]!) > amax) [amax, signed] = [Math.abs(w[i]!), w[i]!];
+    const d = signed / -8; // the largest magnitude maps to -8, the code with the most room
+    for (let i = b; i < b + QUANT_BLOCK; i++) out[i] = d === 0 ? 0 : Math.max(-8, Math.min(7, Math.round(w[i]! / d))) * d;
+  }
+  return out;
+}
+
+function weightErrors(layers: number[]): void {
+  const config = loadModelConfig(join(MODEL, "config.json"));
+  const store = WeightStore.fromDir(MODEL);
+  const sums = { q8: [0, 0], q4: [0, 0], q4sym: [0, 0] };
+  const add = (key: keyof typeof sums, a: Float32Array, b: Float32Array) => {
+    for (let i = 0; i < b.length; i++) {
+      sums[key][0] += (a[i]! - b[i]!) ** 2;
+      sums[key][1] += b[i]! ** 2;
+    }
+  };
+  const t = config.text;
+  for (const l of layers) {
+    const p = `model.text_model.layers.${l}`;
+    const shapes: [string, number, number][] = [
+      ["self_attn.q_proj", t.numHeads * t.headDim, t.hiddenSize],
+      ["self_attn.k_proj", t.numKvHeads * t.headDim, t.hiddenSize],
+      ["self_attn.v_proj", t.numKvHeads * t.headDim, t.hiddenSize],
+      ["self_attn.o_proj", t.hiddenSize, t.numHeads * t.headDim],
+      ["mlp.gate_proj", t.intermediateSize, t.hiddenSize],
+      ["mlp.up_proj", t.intermediateSize, t.hiddenSize],
+      ["mlp.down_proj", t.hiddenSize, t.intermediateSize],
+    ];
+    for (const [name, out, inDim] of shapes) {
+      const w: Tensor = store.get(`${p}.${name}.weight`, [out, inDim]);
+      const exact = new Float32Array(out * inDim);
+      widenRows(w, 0, out, exact);
+      for (const scheme of ["q8", "q4"] as const) {
+        const back = new Float32Array(out * inDim);
+        dequantizeRows(quantizeReference(w, scheme), 0, out, back);
+        add(scheme, back, exact);
+      }
+      add("q4sym", symmetric4(exact), exact);
+    }
+  }
+  store.close();
+  const rel = (k: keyof typeof sums) => Math.sqrt(sums[k][0] / sums[k][1]).toExponential(2);
+  console.log(`weight round trip, text layers ${layers.join(",")}: q8 ${rel("q8")}, q4 (scale + minimum) ${rel("q4")}, symmetric 4-bit (scale only) ${rel("q4sym")}`);
+}
+
+const LAYERS = option("--layers", "0,15,31").split(",").map(Number);
+if (LAYERS.every((l) => Number.isInteger(l) && l >= 0 && l < loadModelConfig(join(MODEL, "config.json")).text.numLayers)) weightErrors(LAYERS);
 const reference = await run("f32", null);
 console.log(`model ${MODEL}, image ${IMAGE} at ${IMAGE_SIZE ?? "default "}px, ${POSITIONS} teacher-forced positions; reference: f32 arithmetic on the checkpoint's weights`);
 console.log(`${"mode".padEnd(6)} ${"last-prompt relL2".padStart(18)} ${"mean relL2".padStart(11)} ${"top-1 agreement".padStart(16)}`);

@@ -33,6 +33,7 @@ class Args {
   }
 
   bool ok() const { return ok_; }
+  size_t argc() const { return argc_; }
   napi_env env() const { return env_; }
 
   bool is_nullish(size_t i) {
@@ -106,7 +107,7 @@ class Args {
       default: return "typed array";
     }
   }
-  static constexpr size_t kMax = 12;
+  static constexpr size_t kMax = 28;
   napi_env env_;
   const char* fn_;
   size_t argc_ = 0;
@@ -137,31 +138,49 @@ napi_value Linear(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// linearQuant(x, rows, q (Int8Array | Uint8Array), scales, mins|null, scheme (8 | 4), outDim, inDim, bias|null, y)
+// A quantized weight's arrays (format.ts), checked against [rows][cols] and the scheme.
+struct QuantArrays {
+  Array q, scales, mins;
+};
+
+QuantArrays quant_arrays(Args& a, size_t codesAt, size_t scalesAt, size_t minsAt, size_t scheme, size_t rows, size_t cols) {
+  QuantArrays out;
+  out.q = a.array(codesAt, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
+  a.need(out.q, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2, "codes");
+  out.scales = a.array(scalesAt, napi_uint16_array, "scales");
+  a.need(out.scales, mul(rows, cols) / 32, "scales");
+  if (scheme == 4) {
+    out.mins = a.array(minsAt, napi_uint16_array, "mins");
+    a.need(out.mins, mul(rows, cols) / 32, "mins");
+  }
+  return out;
+}
+
+// linearQuant(x, rows, inDim, scheme (8 | 4), then for each of 1 to 4 weights reading x:
+//             q (Int8Array | Uint8Array), scales, mins|null, outDim, bias|null, y)
 napi_value LinearQuant(napi_env env, napi_callback_info info) {
   Args a(env, info, 10, "linearQuant");
   const size_t rows = a.count(1, "rows");
-  const size_t scheme = a.count(5, "scheme");
-  const size_t outDim = a.count(6, "outDim"), inDim = a.count(7, "inDim");
+  const size_t inDim = a.count(2, "inDim");
+  const size_t scheme = a.count(3, "scheme");
+  const size_t groups = (a.argc() - 4) / 6;
   if (a.ok() && scheme != 8 && scheme != 4) a.fail("scheme must be 8 (Q8_0) or 4 (Q4_1)");
   if (a.ok() && inDim % 32 != 0) a.fail("inDim must be a multiple of 32");
+  if (a.ok() && (groups < 1 || groups > static_cast<size_t>(kMaxQuantParts) || (a.argc() - 4) % 6 != 0)) a.fail("expects 1 to 4 groups of (q, scales, mins, outDim, bias, y)");
   Array x = a.array(0, napi_float32_array, "x");
   a.need(x, mul(rows, inDim), "x");
-  Array q = a.array(2, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
-  a.need(q, scheme == 8 ? mul(outDim, inDim) : mul(outDim, inDim) / 2, "codes");
-  Array scales = a.array(3, napi_uint16_array, "scales");
-  a.need(scales, mul(outDim, inDim) / 32, "scales");
-  Array mins;
-  if (scheme == 4) {
-    mins = a.array(4, napi_uint16_array, "mins");
-    a.need(mins, mul(outDim, inDim) / 32, "mins");
+  QuantLinear parts[kMaxQuantParts] = {};
+  for (size_t g = 0; g < groups && a.ok(); g++) {
+    const size_t at = 4 + 6 * g;
+    const size_t outDim = a.count(at + 3, "outDim");
+    const QuantArrays w = quant_arrays(a, at, at + 1, at + 2, scheme, outDim, inDim);
+    const float* bias = a.optional_f32(at + 4, outDim, "bias");
+    Array y = a.array(at + 5, napi_float32_array, "y");
+    a.need(y, mul(rows, outDim), "y");
+    parts[g] = {w.q.data, static_cast<const uint16_t*>(w.scales.data), static_cast<const uint16_t*>(w.mins.data), outDim, bias, static_cast<float*>(y.data)};
   }
-  const float* bias = a.optional_f32(8, outDim, "bias");
-  Array y = a.array(9, napi_float32_array, "y");
-  a.need(y, mul(rows, outDim), "y");
   if (!a.ok()) return nullptr;
-  linear_quant(static_cast<const float*>(x.data), rows, q.data, static_cast<const uint16_t*>(scales.data), static_cast<const uint16_t*>(mins.data),
-               static_cast<int>(scheme), outDim, inDim, bias, static_cast<float*>(y.data));
+  linear_quant_many(static_cast<const float*>(x.data), rows, inDim, static_cast<int>(scheme), parts, static_cast<int>(groups));
   return nullptr;
 }
 
@@ -176,18 +195,10 @@ napi_value Quantize(napi_env env, napi_callback_info info) {
   if (a.ok() && cols % 32 != 0) a.fail("cols must be a multiple of 32");
   Array w = a.array(0, dtype == kF32 ? napi_float32_array : napi_uint16_array, "weight data");
   a.need(w, mul(rows, cols), "weight data");
-  Array q = a.array(5, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
-  a.need(q, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2, "codes");
-  Array scales = a.array(6, napi_uint16_array, "scales");
-  a.need(scales, mul(rows, cols) / 32, "scales");
-  Array mins;
-  if (scheme == 4) {
-    mins = a.array(7, napi_uint16_array, "mins");
-    a.need(mins, mul(rows, cols) / 32, "mins");
-  }
+  const QuantArrays out = quant_arrays(a, 5, 6, 7, scheme, rows, cols);
   if (!a.ok()) return nullptr;
-  if (!quantize_weights(w.data, static_cast<int>(dtype), rows, cols, static_cast<int>(scheme), q.data, static_cast<uint16_t*>(scales.data),
-                        static_cast<uint16_t*>(mins.data))) {
+  if (!quantize_weights(w.data, static_cast<int>(dtype), rows, cols, static_cast<int>(scheme), out.q.data, static_cast<uint16_t*>(out.scales.data),
+                        static_cast<uint16_t*>(out.mins.data))) {
     a.fail("a block's scale or minimum does not fit a half float (weights beyond +-65504?)");
   }
   return nullptr;

@@ -20,9 +20,19 @@ bool linear_bf16_native();
 // plus minimums; half-float scales per block of 32 along K). quantize_weights fills q, scales
 // (and mins for Q4_1) from a [rows][cols] F32/BF16/F16 weight; false if a scale overflows a half.
 bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int scheme, void* q, uint16_t* scales, uint16_t* mins);
-// y[M][N] = quantize_int8(x[M][K]) · Wᵀ (+ bias) with W quantized as above; K % 32 == 0.
-void linear_quant(const float* x, size_t M, const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t N, size_t K,
-                  const float* bias, float* y);
+// One quantized linear of linear_quant_many: y[M][N] = quantize_int8(x[M][K]) · Wᵀ (+ bias).
+struct QuantLinear {
+  const void* wq;
+  const uint16_t* scales;
+  const uint16_t* mins;  // Q4_1 only
+  size_t N;
+  const float* bias;
+  float* y;
+};
+constexpr int kMaxQuantParts = 4;
+// Up to kMaxQuantParts quantized linears of one scheme that read the same x (K % 32 == 0): x is
+// quantized once and all of them run in one fork-join.
+void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count);
 
 void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y);
 void layer_norm(const float* x, size_t rows, size_t dim, const float* weight, const float* bias, float eps, float* y);

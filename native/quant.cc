@@ -143,6 +143,10 @@ struct QuantizedRows {
   // [dx(2p) x4, dx(2p+1) x4].
   std::vector<int8_t> qPairs;
   std::vector<float> scalePairs;
+  // The one-row kernel's scales, per group of 4 pairs (8 blocks): the even blocks' dx then the odd
+  // blocks' ([dx0 dx2 dx4 dx6 | dx1 dx3 dx5 dx7]), so that an in-lane shuffle spreads pair k's two
+  // scales over the lanes that hold its two blocks.
+  std::vector<float> scaleQuads;
 };
 
 void pair_blocks(QuantizedRows& a, size_t M, size_t K) {
@@ -167,6 +171,18 @@ void pair_blocks(QuantizedRows& a, size_t M, size_t K) {
       }
     }
     if (nb % 2) std::memcpy(dst + (nb - 1) * QB, src + (nb - 1) * QB, QB);
+  }
+  const size_t nq = np / 4;
+  a.scaleQuads.resize(M * nq * 8);
+  for (size_t r = 0; r < M; r++) {
+    for (size_t g = 0; g < nq; g++) {
+      const float* d = a.scale.data() + r * nb + 8 * g;
+      float* s = a.scaleQuads.data() + (r * nq + g) * 8;
+      for (int i = 0; i < 4; i++) {
+        s[i] = d[2 * i];
+        s[4 + i] = d[2 * i + 1];
+      }
+    }
   }
 }
 
@@ -240,8 +256,7 @@ float dot_row(const QuantJob& a, size_t r, size_t o) {
   return acc;
 }
 
-void gemv_task(void* ctx, size_t t) {
-  const QuantJob& a = *static_cast<const QuantJob*>(ctx);
+void gemv_task(const QuantJob& a, size_t t) {
   const size_t o1 = std::min(a.N, (t + 1) * a.chunk);
   for (size_t o = t * a.chunk; o < o1; o++) {
     for (size_t r = 0; r < a.M; r++) a.y[r * a.N + o] = dot_row(a, r, o) + (a.bias ? a.bias[o] : 0.0f);
@@ -400,11 +415,80 @@ void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
   }
 }
 
+// Q4_1, one row (decoding one sequence) against outputs [o, o + NO), four pairs of blocks per step:
+// the 8 blocks' weight scales are converted with one vcvtph2ps, reordered even/odd once and
+// multiplied by the row's 8 scales once; each pair then takes its two scales with an in-lane
+// shuffle. Leftover pairs and an odd block go through gemv_block_q4_pairs' steps.
+template <int NO>
+void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
+  const size_t K = a.K, nb = K / QB, np = nb / 2, nq = np / 4;
+  const int8_t* x = a.xq->qPairs.data() + r0 * K;
+  const float* xs = a.xq->scaleQuads.data() + r0 * nq * 8;
+  const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i evenOdd = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
+  __m256 acc[NO];
+  for (int j = 0; j < NO; j++) acc[j] = _mm256_setzero_ps();
+  const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
+  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
+  const size_t pfStep = nq ? (aheadBytes + nq - 1) / nq : 0;
+  size_t pf = 0;
+  auto pair = [&](const __m256i v, const int8_t* xp, __m256 scale, __m256& sum) {
+    const __m256i lo = _mm256_and_si256(v, low);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+    const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp));
+    const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + 32));
+    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+    sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), scale, sum);
+  };
+  for (size_t g = 0; g < nq; g++) {
+    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
+    const __m256 dx = _mm256_loadu_ps(xs + g * 8);
+    for (int j = 0; j < NO; j++) {
+      const size_t row = o + j;
+      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.scales + row * nb + 8 * g));
+      const __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), evenOdd), dx);
+      const uint8_t* w = wq + (row * K + 8 * g * QB) / 2;
+      const int8_t* xp = x + 8 * g * QB;
+      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), xp, _mm256_permute_ps(sc, 0x00), acc[j]);
+      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32)), xp + 64, _mm256_permute_ps(sc, 0x55), acc[j]);
+      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64)), xp + 128, _mm256_permute_ps(sc, 0xaa), acc[j]);
+      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 96)), xp + 192, _mm256_permute_ps(sc, 0xff), acc[j]);
+    }
+  }
+  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  const float* xsPairs = a.xq->scalePairs.data() + r0 * np * 8;
+  for (size_t p = nq * 4; p < np; p++) {
+    for (int j = 0; j < NO; j++) {
+      const size_t row = o + j;
+      uint32_t dwBits;
+      std::memcpy(&dwBits, a.scales + row * nb + 2 * p, 4);
+      const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dwBits)))), spread);
+      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + (row * K + 2 * p * QB) / 2)), x + 2 * p * QB,
+           _mm256_mul_ps(dw, _mm256_loadu_ps(xsPairs + p * 8)), acc[j]);
+    }
+  }
+  const size_t last = nb - 1;
+  for (int j = 0; j < NO; j++) {
+    float v = hsum(acc[j]);
+    if (nb % 2) {
+      const __m256i w = load_codes<4>(a.wq, (o + j) * K + last * QB);
+      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + last * QB));
+      v += _cvtsh_ss(a.scales[(o + j) * nb + last]) * a.xq->scale[r0 * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, xl)));
+    }
+    v += min_term_avx2(a, r0, o + j);
+    a.y[r0 * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
+  }
+}
+
 // Every row against outputs [o, o + NO), in groups of up to 4 rows (R x NO accumulators fit the
 // 16 ymm registers with the codes).
 template <int SCHEME, int R, int NO>
 inline void gemv_group(const QuantJob& a, size_t r0, size_t o) {
-  if constexpr (SCHEME == 4) {
+  if constexpr (SCHEME == 4 && R == 1) {
+    gemv_row_q4_quads<NO>(a, r0, o);
+  } else if constexpr (SCHEME == 4) {
     gemv_block_q4_pairs<R, NO>(a, r0, o);
   } else {
     gemv_block<SCHEME, R, NO>(a, r0, o);
@@ -424,8 +508,7 @@ void gemv_rows(const QuantJob& a, size_t o) {
 }
 
 template <int SCHEME>
-void gemv_task(void* ctx, size_t t) {
-  const QuantJob& a = *static_cast<const QuantJob*>(ctx);
+void gemv_task(const QuantJob& a, size_t t) {
   const size_t o0 = t * a.chunk, o1 = std::min(a.N, o0 + a.chunk);
   size_t o = o0;
   if (a.M == 1) {
@@ -439,6 +522,22 @@ void gemv_task(void* ctx, size_t t) {
 }  // namespace avx2
 SMOLVLM_END_TARGET
 #endif
+
+// Several weights that multiply the same input (q/k/v, gate/up) in one fork-join: the input is
+// quantized once and the threads share out the chunks of all of them.
+struct MultiJob {
+  QuantJob parts[kMaxQuantParts];
+  size_t firstTask[kMaxQuantParts + 1];
+  int count;
+  void (*run)(const QuantJob&, size_t);
+};
+
+void multi_task(void* ctx, size_t t) {
+  const MultiJob& m = *static_cast<const MultiJob*>(ctx);
+  int i = 0;
+  while (t >= m.firstTask[i + 1]) i++;
+  m.run(m.parts[i], t - m.firstTask[i]);
+}
 
 // ---- many rows: float32 GEMM over expanded codes ------------------------------------------------
 
@@ -513,31 +612,38 @@ bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int sc
   return !j.overflow;
 }
 
-void linear_quant(const float* x, size_t M, const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t N, size_t K,
-                  const float* bias, float* y) {
-  if (M == 0 || N == 0) return;
-  QuantJob a{nullptr, M, N, K, wq, scales, mins, scheme, bias, y, 0};
-  const size_t threads = static_cast<size_t>(pool_threads());
+void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count) {
+  if (M == 0 || count <= 0) return;
   static const size_t gemvMax = gemv_max_rows_setting(8);
+  auto job = [&](const QuantLinear& p) { return QuantJob{nullptr, M, p.N, K, p.wq, p.scales, p.mins, scheme, p.bias, p.y, 0}; };
   if (M > gemvMax) {
-    linear_quant_gemm(x, M, a);
+    for (int i = 0; i < count; i++) {
+      if (parts[i].N) linear_quant_gemm(x, M, job(parts[i]));
+    }
     return;
   }
   static thread_local QuantizedRows xq;
   quantize_activations(x, M, K, xq);
-  a.xq = &xq;
-  // Chunks of 16 to 64 outputs (multiples of 4), about 8 tasks per thread, as the float path.
-  a.chunk = std::min<size_t>(64, std::max<size_t>(16, (N / (8 * threads) + 3) / 4 * 4));
-  const size_t tasks = (N + a.chunk - 1) / a.chunk;
+  const size_t threads = static_cast<size_t>(pool_threads());
+  MultiJob m{};
+  m.count = count;
+  m.firstTask[0] = 0;
+  for (int i = 0; i < count; i++) {
+    QuantJob& a = m.parts[i] = job(parts[i]);
+    a.xq = &xq;
+    // Chunks of 16 to 64 outputs (multiples of 4), about 8 tasks per thread, as the float path.
+    a.chunk = std::min<size_t>(64, std::max<size_t>(16, (a.N / (8 * threads) + 3) / 4 * 4));
+    m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
+  }
+  m.run = portable::gemv_task;
 #ifdef SMOLVLM_X86
   const Isa isa = current_isa();
   if (isa == Isa::Avx2 || isa == Isa::Avx512) {
     if (scheme == 4) pair_blocks(xq, M, K);
-    parallel_for(tasks, scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>, &a);
-    return;
+    m.run = scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>;
   }
 #endif
-  parallel_for(tasks, portable::gemv_task, &a);
+  parallel_for(m.firstTask[count], multi_task, &m);
 }
 
 }  // namespace smolvlm

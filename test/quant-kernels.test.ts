@@ -128,6 +128,9 @@ const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [1, 64, 7],
   [1, 960, 63],
   [1, 96, 65],
+  [1, 256, 40],
+  [1, 288, 9],
+  [1, 320, 66],
   [2, 128, 33],
   [3, 64, 1023],
   [4, 320, 66],
@@ -175,6 +178,27 @@ describe("native quantized linear against the reference", { skip }, () => {
     assert.ok(e8 < 1.15 / 127, `q8 relL2 ${e8}`);
     assert.ok(e4 < 1.1 / 15, `q4 relL2 ${e4}`);
     assert.ok(e8 < e4);
+  });
+
+  test("linearMany: several quantized weights on one input give each one's linear (1 to 8 rows, with and without bias)", () => {
+    for (const scheme of SCHEMES) {
+      for (const rows of [1, 3, 8, 9]) {
+        const ws = [70, 9, 33].map((out, i) => quantizeReference(randomWeight("BF16", out, 96, out + i), scheme));
+        const biases = [null, randomArray(9, 4), null];
+        const x = randomArray(rows * 96, rows, 2);
+        const got = native!.linearMany(x, rows, ws, biases);
+        ws.forEach((w, i) => {
+          const err = relL2(got[i]!, linearQuantizedReference(x, rows, w, biases[i]));
+          assert.ok(err <= 1e-5, `${scheme} rows ${rows} weight ${i}: relative L2 ${err}`);
+        });
+      }
+    }
+    // Mixed kinds fall back to one call each.
+    const mixed = [quantizeReference(randomWeight("F32", 8, 64, 1), "q8"), randomWeight("BF16", 8, 64, 2)];
+    const x = randomArray(64, 3);
+    const [a, b] = native!.linearMany(x, 1, mixed);
+    assert.deepEqual(a, native!.linear(x, 1, mixed[0]!));
+    assert.deepEqual(b, native!.linear(x, 1, mixed[1]!));
   });
 
   test("bad arguments are range errors that name them", () => {

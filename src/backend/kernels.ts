@@ -41,6 +41,12 @@ export interface Kernels {
    * int8-quantized activations (src/quant/reference.ts says exactly how).
    */
   linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
+  /**
+   * Several linears of the same input (q/k/v, gate/up): the same results as calling `linear` on
+   * each, in one pass where the backend can share the work (the native quantized path quantizes
+   * x once and runs them in one fork-join).
+   */
+  linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[]): Float32Array[];
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */

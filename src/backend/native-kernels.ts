@@ -21,7 +21,8 @@ import { isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from
 /** The addon's raw functions: every output array is allocated here and filled in place. */
 interface NativeAddon {
   linear(x: Float32Array, rows: number, w: Float32Array | Uint16Array, dtype: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array, mode: number): void;
-  linearQuant(x: Float32Array, rows: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null, scheme: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array): void;
+  /** Then, per weight (1 to 4): codes, scales, mins | null, outDim, bias | null, y. */
+  linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, ...parts: (Int8Array | Uint8Array | Uint16Array | Float32Array | number | null)[]): void;
   quantize(w: Float32Array | Uint16Array, dtype: number, rows: number, cols: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null): void;
   releasePages(view: ArrayBufferView): number;
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, y: Float32Array): void;
@@ -199,16 +200,22 @@ export function loadNativeKernels(): NativeKernels | null {
   const a = loadAddon();
   if (!a) return null;
 
-  const linearQuant = (x: Float32Array, rows: number, w: QuantizedTensor, bias?: Float32Array | null): Float32Array => {
-    const [outDim, inDim] = w.shape;
+  /** Quantized weights of one scheme and input size reading the same x, in one native call. */
+  const linearQuant = (x: Float32Array, rows: number, ws: readonly QuantizedTensor[], biases?: readonly (Float32Array | null | undefined)[]): Float32Array[] => {
+    const inDim = ws[0]!.shape[1];
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-    const y = new Float32Array(rows * outDim);
-    a.linearQuant(x, rows, w.data, w.scales, w.mins, SCHEME_CODE[w.dtype], outDim, inDim, bias ?? null, y);
-    return y;
+    const ys = ws.map((w) => new Float32Array(rows * w.shape[0]));
+    const parts = ws.flatMap((w, i) => [w.data, w.scales, w.mins, w.shape[0], biases?.[i] ?? null, ys[i]!]);
+    a.linearQuant(x, rows, inDim, SCHEME_CODE[ws[0]!.dtype], ...parts);
+    return ys;
   };
 
+  /** Whether `ws` can share one quantized call: same scheme and input size, at most 4. */
+  const shareable = (ws: readonly LinearWeight[]): ws is readonly QuantizedTensor[] =>
+    ws.length > 0 && ws.length <= 4 && ws.every((w) => isQuantized(w) && w.dtype === ws[0]!.dtype && w.shape[1] === ws[0]!.shape[1]);
+
   const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array => {
-    if (isQuantized(weight)) return linearQuant(x, rows, weight, bias);
+    if (isQuantized(weight)) return linearQuant(x, rows, [weight], [bias])[0]!;
     const { outDim, inDim, code } = weightArgs(weight, "linear");
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
     const y = new Float32Array(rows * outDim);
@@ -220,6 +227,8 @@ export function loadNativeKernels(): NativeKernels | null {
     name: "native",
     linearMode: "f32",
     linear: (x, rows, weight, bias) => linearWith(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weight, bias),
+    linearMany: (x, rows, weights, biases) =>
+      shareable(weights) ? linearQuant(x, rows, weights, biases) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i])),
     linearBf16: (x, rows, weight, bias) => linearWith(1, x, rows, weight, bias),
     linearF32: (x, rows, weight, bias) => linearWith(0, x, rows, weight, bias),
     rmsNorm: (x, rows, weight, eps) => {

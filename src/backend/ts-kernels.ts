@@ -174,4 +174,8 @@ function addInPlace(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] = a[i]! + b[i]!;
 }
 
-export const tsKernels: Kernels = { name: "typescript", linear, rmsNorm, layerNorm, rope, attention, siluMul, gelu, addInPlace };
+function linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[]): Float32Array[] {
+  return weights.map((w, i) => linear(x, rows, w, biases?.[i]));
+}
+
+export const tsKernels: Kernels = { name: "typescript", linear, linearMany, rmsNorm, layerNorm, rope, attention, siluMul, gelu, addInPlace };

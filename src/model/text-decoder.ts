@@ -114,7 +114,8 @@ export class TextDecoder {
       const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, this.config.rmsNormEps), segments, cos, sin);
       k.addInPlace(x, attn);
       const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, this.config.rmsNormEps);
-      const act = k.siluMul(k.linear(normed, rows, layer.gate), k.linear(normed, rows, layer.up));
+      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up]);
+      const act = k.siluMul(gate!, up!);
       k.addInPlace(x, k.linear(act, rows, layer.down));
     }
     for (const s of segments) s.cache.length += s.rows;
@@ -127,9 +128,7 @@ export class TextDecoder {
     const c = this.config;
     const k = this.kernels;
     const rows = x.length / c.hiddenSize;
-    const q = k.linear(x, rows, layer.q);
-    const key = k.linear(x, rows, layer.k);
-    const value = k.linear(x, rows, layer.v);
+    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v]) as [Float32Array, Float32Array, Float32Array];
     k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
     k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
     const qStride = c.numHeads * c.headDim;
