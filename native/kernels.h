@@ -13,6 +13,8 @@ enum class LinearMode { F32 = 0, Bf16 = 1 };
 // vdpbf16ps (above the few-row matrix-vector threshold; decoding is memory-bound either way). It
 // applies to bf16 weights only: float32 and f16 weights always take the float32 path.
 void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t K, const float* bias, float* y, LinearMode mode);
+// linear with float32 weights into a column block of a wider output: row r of y starts at y + r * ldy.
+void linear_f32_strided(const float* x, size_t M, const float* w, size_t N, size_t K, const float* bias, float* y, size_t ldy);
 // True when bf16 mode runs on vdpbf16ps on this CPU (at the current ISA level).
 bool linear_bf16_native();
 

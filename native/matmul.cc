@@ -251,16 +251,16 @@ SMOLVLM_END_TARGET
 
 namespace {
 
-void linear_f32(Isa isa, const float* x, size_t M, const void* w, int dt, size_t N, size_t K, const float* bias, float* y) {
+void linear_f32(Isa isa, const float* x, size_t M, const void* w, int dt, size_t N, size_t K, const float* bias, float* y, size_t ldy) {
   switch (isa) {
 #ifdef SMOLVLM_X86
-    case Isa::Avx512: avx512::linear_f32(x, M, w, dt, N, K, bias, y); return;
-    case Isa::Avx2: avx2::linear_f32(x, M, w, dt, N, K, bias, y); return;
+    case Isa::Avx512: avx512::linear_f32(x, M, w, dt, N, K, bias, y, ldy); return;
+    case Isa::Avx2: avx2::linear_f32(x, M, w, dt, N, K, bias, y, ldy); return;
 #endif
 #ifdef SMOLVLM_ARM64
-    case Isa::Neon: neon::linear_f32(x, M, w, dt, N, K, bias, y); return;
+    case Isa::Neon: neon::linear_f32(x, M, w, dt, N, K, bias, y, ldy); return;
 #endif
-    default: scalar::linear_f32(x, M, w, dt, N, K, bias, y); return;
+    default: scalar::linear_f32(x, M, w, dt, N, K, bias, y, ldy); return;
   }
 }
 
@@ -305,10 +305,14 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
     static thread_local std::vector<float> rounded;
     rounded.resize(M * K);
     for (size_t i = 0; i < M * K; i++) rounded[i] = bf16_to_f32(f32_to_bf16(x[i]));
-    linear_f32(isa, rounded.data(), M, w, dtype, N, K, bias, y);
+    linear_f32(isa, rounded.data(), M, w, dtype, N, K, bias, y, N);
     return;
   }
-  linear_f32(isa, x, M, w, dtype, N, K, bias, y);
+  linear_f32(isa, x, M, w, dtype, N, K, bias, y, N);
+}
+
+void linear_f32_strided(const float* x, size_t M, const float* w, size_t N, size_t K, const float* bias, float* y, size_t ldy) {
+  linear_f32(current_isa(), x, M, w, kF32, N, K, bias, y, ldy);
 }
 
 }  // namespace smolvlm

@@ -25,8 +25,9 @@ constexpr size_t QB = 32;  // values per block
 
 // Rounds to the nearest integer, ties to even, for |v| < 2^22 (the CPU's default rounding, as the
 // reference's roundHalfEven): adding 1.5 * 2^23 pushes the fraction out of the mantissa.
+// (Without -ffast-math, which this project never uses, the compiler may not fold (v + c) - c.)
 inline float round_even(float v) {
-  volatile float big = 12582912.0f;  // volatile: keep the compiler from folding (v + c) - c
+  constexpr float big = 12582912.0f;
   return (v + big) - big;
 }
 
@@ -591,16 +592,15 @@ void linear_quant_gemm(const float* x, size_t M, const QuantJob& a) {
     }
   };
   parallel_for(M, round_row, &rr);
-  // Weight rows in chunks of about 4 MiB of float32 (at least 128 rows: wide enough for the GEMM
+  // Weight rows in chunks of about 16 MiB of float32 (at least 128 rows: wide enough for the GEMM
   // to tile well), each expanded once and multiplied by every input row.
-  const size_t chunk = std::min(N, std::max<size_t>(128, (4u << 20) / (4 * K) / 32 * 32));
-  std::vector<float> wf(chunk * K), yc(M * chunk);
+  const size_t chunk = std::min(N, std::max<size_t>(128, (16u << 20) / (4 * K) / 32 * 32));
+  std::vector<float> wf(chunk * K);
   for (size_t n0 = 0; n0 < N; n0 += chunk) {
     const size_t nc = std::min(chunk, N - n0);
     ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data()};
     parallel_for(nc, expand_row_task, &e);
-    linear(xr.data(), M, wf.data(), kF32, nc, K, a.bias ? a.bias + n0 : nullptr, yc.data(), LinearMode::F32);
-    for (size_t r = 0; r < M; r++) std::memcpy(a.y + r * N + n0, yc.data() + r * nc, nc * sizeof(float));
+    linear_f32_strided(xr.data(), M, wf.data(), nc, K, a.bias ? a.bias + n0 : nullptr, a.y + n0, N);
   }
 }
 

@@ -72,7 +72,7 @@ struct S {
 #undef SMOLVLM_SIMD_X86
 
 void linear_emu(const float* x, size_t M, const void* w, int dt, size_t N, size_t K, const float* bias, float* y, LinearMode) {
-  linear_f32(x, M, w, dt, N, K, bias, y);
+  linear_f32(x, M, w, dt, N, K, bias, y, N);
 }
 void rms_emu(const float* x, size_t rows, size_t dim, const float* w, float eps, float* y) { rms_norm_rows(x, dim, w, eps, y, 0, rows); }
 void ln_emu(const float* x, size_t rows, size_t dim, const float* w, const float* b, float eps, float* y) { layer_norm_rows(x, dim, w, b, eps, y, 0, rows); }
