@@ -70,6 +70,10 @@ const ATTENTION_CASES: AttnCase[] = [
   { name: "causal prefill over 63 keys, GQA 15/5", seqQ: 63, seqK: 63, heads: 15, kvHeads: 5, headDim: 64, offset: 0, capacity: 64 },
   { name: "causal continuation, 65 queries over 1023 keys, GQA 15/5", seqQ: 65, seqK: 1023, heads: 15, kvHeads: 5, headDim: 64, offset: 958, capacity: 1024 },
   { name: "decode step over 1023 keys, GQA 15/5", seqQ: 1, seqK: 1023, heads: 15, kvHeads: 5, headDim: 64, offset: 1022, capacity: 1023 },
+  // Long contexts split their keys across tasks on the row path (merged after): two causal rows of
+  // which the second sees one key more, and a single KV head over 3000 keys.
+  { name: "two-row step over 600 keys (key splits), GQA 3/1", seqQ: 2, seqK: 600, heads: 3, kvHeads: 1, headDim: 64, offset: 598, capacity: 600 },
+  { name: "decode step over 3000 keys (key splits), GQA 2/1, headDim 20", seqQ: 1, seqK: 3000, heads: 2, kvHeads: 1, headDim: 20, offset: 2999, capacity: 3000 },
   { name: "non-causal, 1023 keys and queries, headDim 7", seqQ: 1023, seqK: 1023, heads: 1, kvHeads: 1, headDim: 7, offset: null, capacity: 1023 },
 ];
 
