@@ -4,6 +4,9 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { f32ToBf16, f32ToF16 } from "../src/backend/dtype.js";
 import type { DType, Tensor } from "../src/io/safetensors.js";
+import type { ChatRequest } from "../src/smolvlm.js";
+import type { ChatMessage } from "../src/tokenizer/chat-template.js";
+import type { FixtureCase } from "./model.test.js";
 
 /** The fixtures copied from ../shared/fixtures live in test/fixtures (source tree, not dist). */
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures");
@@ -80,3 +83,13 @@ export function randomWeight(dtype: DType, out: number, inDim: number, seed: num
   return { dtype, shape: [out, inDim], data };
 }
 
+
+/** The library request a fixture case describes (its conversation, images and processor settings). */
+export function requestFor(c: FixtureCase): ChatRequest {
+  return {
+    messages: c.conversation as ChatMessage[],
+    images: c.images.map((p) => fixturePath(p)),
+    imageSize: c.processor_kwargs.size?.longest_edge,
+    imageSplitting: c.processor_kwargs.do_image_splitting,
+  };
+}

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { FakeHub, VALID_TOKEN, gitBlobSha1, randomCommit, sha256, type FakeRepoSpec } from "./fake-hub.js";
+import { FakeHub, VALID_TOKEN, gitBlobSha1, randomCommit, sha256 } from "./fake-hub.js";
 import { resolveModel, pullModel, missingEssentials, type ResolveOptions } from "../src/hub/resolve.js";
 import { hubEnv, listCachedModels, parseRepoRef, repoFolderName, normalizeEtag } from "../src/hub/cache.js";
 import { StreamProgress, type ProgressSink } from "../src/hub/progress.js";
@@ -78,9 +78,6 @@ const C_SHARDED = randomCommit();
 const C_GATED = randomCommit();
 const C_BIN = randomCommit();
 
-function plainRepo(id: string, commit = randomCommit()): FakeRepoSpec {
-  return { id: `${ORG}/${id}`, commits: { [commit]: modelFiles() }, refs: { main: commit } };
-}
 
 let hub: FakeHub;
 

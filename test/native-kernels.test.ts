@@ -9,13 +9,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadNativeKernels, nativeLoadError, type NativeIsa, type NativeKernels } from "../src/backend/native-kernels.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
-import { f32ToBf16, f32ToF16, bf16ToF32, f16ToF32 } from "../src/backend/dtype.js";
+import { f32ToBf16, bf16ToF32, f16ToF32 } from "../src/backend/dtype.js";
 import type { AttentionParams } from "../src/backend/kernels.js";
-import type { DType, Tensor } from "../src/io/safetensors.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { Idefics3Model } from "../src/model/idefics3.js";
-import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, rng, TINY_MODELS } from "./helpers.js";
+import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
 
 function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
   assert.equal(actual.length, expected.length, `${what}: length`);

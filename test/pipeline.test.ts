@@ -6,9 +6,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
-import { SmolVLM, type ChatRequest } from "../src/smolvlm.js";
-import type { ChatMessage } from "../src/tokenizer/chat-template.js";
-import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
+import { SmolVLM } from "../src/smolvlm.js";
+import { TINY_MODELS, fixturePath, readF32, readJson, relL2, requestFor } from "./helpers.js";
 import type { FixtureCase } from "./model.test.js";
 
 const loaded = new Map<string, Promise<SmolVLM>>();
@@ -18,14 +17,6 @@ function vlm(name: string): Promise<SmolVLM> {
   return loaded.get(name)!;
 }
 
-function requestFor(c: FixtureCase): ChatRequest {
-  return {
-    messages: c.conversation as ChatMessage[],
-    images: c.images.map((p) => fixturePath(p)),
-    imageSize: c.processor_kwargs.size?.longest_edge,
-    imageSplitting: c.processor_kwargs.do_image_splitting,
-  };
-}
 
 function comparableSteps(c: FixtureCase): number {
   const i = c.greedy.top1_top2_gap_per_step.findIndex((g) => g < 1e-3);

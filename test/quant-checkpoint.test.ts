@@ -10,8 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdir
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { SmolVLM, type ChatRequest } from "../src/smolvlm.js";
-import type { ChatMessage } from "../src/tokenizer/chat-template.js";
+import { SmolVLM } from "../src/smolvlm.js";
 import { SmolVLMError } from "../src/errors.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
@@ -22,7 +21,7 @@ import { isQuantized, type QuantScheme } from "../src/quant/format.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
 import { argmax } from "../src/generation/sampler.js";
 import { loadNativeKernels, nativeQuantize } from "../src/backend/native-kernels.js";
-import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
+import { TINY_MODELS, fixturePath, readF32, readJson, relL2, requestFor } from "./helpers.js";
 import type { FixtureCase } from "./model.test.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "smolvlm-quant-"));
@@ -124,14 +123,6 @@ test("the streaming writer refuses data of the wrong size and leaves no file beh
 const SRC = (name: string) => fixturePath("models", name);
 const CASES = ["text_only", "describe_nosplit"];
 
-function requestFor(c: FixtureCase): ChatRequest {
-  return {
-    messages: c.conversation as ChatMessage[],
-    images: c.images.map((p) => fixturePath(p)),
-    imageSize: c.processor_kwargs.size?.longest_edge,
-    imageSplitting: c.processor_kwargs.do_image_splitting,
-  };
-}
 
 async function promptLogits(vlm: SmolVLM, c: FixtureCase): Promise<Float32Array> {
   const r = await vlm.generate(requestFor(c), { greedy: true, maxNewTokens: 1, returnPromptLogits: true });
