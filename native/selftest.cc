@@ -219,13 +219,20 @@ void test_attention() {
     size_t cap;
   };
   const Case cases[] = {{7, 12, 15, 5, 64, 5, 16},   {1, 101, 15, 5, 64, 100, 128}, {70, 70, 4, 2, 16, 0, 80}, {2, 40, 3, 1, 20, 38, 40},
-                        {33, 33, 2, 2, 6, -1, 33},   {200, 200, 2, 1, 64, -1, 200}, {13, 300, 6, 2, 32, 287, 300}, {1, 1, 2, 1, 8, 0, 1}};
+                        {33, 33, 2, 2, 6, -1, 33},   {200, 200, 2, 1, 64, -1, 200}, {13, 300, 6, 2, 32, 287, 300}, {1, 1, 2, 1, 8, 0, 1},
+                        {2, 600, 3, 1, 64, 598, 600}, {1, 3000, 2, 1, 20, 2999, 3000}, {1, 1100, 15, 5, 64, 1099, 1100}};
   for (auto& c : cases) {
     auto q = randn(c.seqQ * c.H * c.D), k = randn(c.cap * c.Hkv * c.D), v = randn(c.cap * c.Hkv * c.D);
-    std::vector<float> out(c.seqQ * c.H * c.D, NAN);
+    // Keys and values on the bf16 grid, so that the float32 and the bf16-cache runs share one reference.
+    std::vector<uint16_t> kb(k.size()), vb(v.size());
+    for (size_t i = 0; i < k.size(); i++) k[i] = bf16_to_f32(kb[i] = f32_to_bf16(k[i]));
+    for (size_t i = 0; i < v.size(); i++) v[i] = bf16_to_f32(vb[i] = f32_to_bf16(v[i]));
+    std::vector<float> out(c.seqQ * c.H * c.D, NAN), outB(c.seqQ * c.H * c.D, NAN);
     const float scale = 1.0f / std::sqrt(static_cast<float>(c.D));
-    AttentionArgs a{q.data(), k.data(), v.data(), out.data(), c.seqQ, c.seqK, c.H, c.Hkv, c.D, scale, c.off};
+    AttentionArgs a{q.data(), k.data(), v.data(), out.data(), c.seqQ, c.seqK, c.H, c.Hkv, c.D, scale, c.off, kF32};
     B->attention(a);
+    AttentionArgs ab{q.data(), kb.data(), vb.data(), outB.data(), c.seqQ, c.seqK, c.H, c.Hkv, c.D, scale, c.off, kBF16};
+    B->attention(ab);
     std::vector<double> ref(out.size());
     const size_t group = c.H / c.Hkv, qs = c.H * c.D, ks = c.Hkv * c.D;
     for (size_t h = 0; h < c.H; h++) {
@@ -251,6 +258,8 @@ void test_attention() {
     char what[128];
     std::snprintf(what, sizeof what, "attention q=%zu k=%zu heads=%zu/%zu d=%zu off=%lld", c.seqQ, c.seqK, c.H, c.Hkv, c.D, c.off);
     check(what, rel_l2(out, ref), 1e-5);
+    std::snprintf(what, sizeof what, "attention bf16 KV q=%zu k=%zu heads=%zu/%zu d=%zu", c.seqQ, c.seqK, c.H, c.Hkv, c.D);
+    check(what, rel_l2(outB, ref), 1e-5);
   }
 }
 
