@@ -1,7 +1,7 @@
 /**
  * Aggregate decode throughput of `smolvlm serve` with 1, 2, 4 and 8 concurrent streams.
  *
- *   node dist/bench/server-throughput.js MODEL_DIR [--tokens 64] [--repeat 2] [--levels 1,2,4,8] [--image-size N]
+ *   node dist/bench/server-throughput.js MODEL_DIR [--tokens 64] [--repeat 2] [--levels 1,2,4,8] [--image-size N] [--worker-niceness N]
  *
  * The server runs in this process (its model in its worker thread, as in production) and is
  * driven over loopback HTTP with streaming requests that set `ignore_eos`, so every stream decodes
@@ -74,7 +74,7 @@ async function level(url: string, model: string, streams: number, tokens: number
 async function main(): Promise<void> {
   const { values: v, positionals } = parseArgs({
     allowPositionals: true,
-    options: { tokens: { type: "string" }, repeat: { type: "string" }, levels: { type: "string" }, "image-size": { type: "string" } },
+    options: { tokens: { type: "string" }, repeat: { type: "string" }, levels: { type: "string" }, "image-size": { type: "string" }, "worker-niceness": { type: "string" } },
   });
   if (positionals.length !== 1) {
     process.stderr.write("usage: node dist/bench/server-throughput.js MODEL_DIR [--tokens 64] [--repeat 2] [--levels 1,2,4,8]\n");
@@ -86,7 +86,8 @@ async function main(): Promise<void> {
   const repeat = Number(v.repeat ?? 2);
   const levels = (v.levels ?? "1,2,4,8").split(",").map(Number);
   const model = basename(dir);
-  const server = await startServer({ modelDir: dir, servedModelName: model, port: 0, maxBatch: Math.max(...levels), maxQueue: 0, log: () => {} });
+  const workerNiceness = v["worker-niceness"] === undefined ? undefined : Number(v["worker-niceness"]);
+  const server = await startServer({ modelDir: dir, servedModelName: model, port: 0, maxBatch: Math.max(...levels), maxQueue: 0, log: () => {}, workerNiceness });
   try {
     process.stdout.write(`model ${dir}, ${tokens} tokens per stream, best of ${repeat}, server ${server.url}\n`);
     await level(server.url, model, 1, Math.min(tokens, 16)); // warm-up
