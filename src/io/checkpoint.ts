@@ -109,7 +109,7 @@ export class WeightStore {
     return t;
   }
 
-  /** Whether the checkpoint stores this linear weight quantized (8-bit codes plus block scales). */
+  /** Whether the checkpoint stores this linear weight quantized (integer codes plus block scales). */
   isQuantized(name: string): boolean {
     const key = this.resolve(name);
     if (key === undefined) return false;
