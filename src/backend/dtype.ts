@@ -9,12 +9,22 @@ export function bf16ToF32(bits: number): number {
   return f32[0]!;
 }
 
+/** The bf16 bits of float32 bits `x`, rounded to nearest even; NaN stays (a quiet) NaN. */
+function bf16Bits(x: number): number {
+  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return 0x7fc0; // NaN
+  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
 /** Rounds to nearest even, as PyTorch's .to(torch.bfloat16) does. */
 export function f32ToBf16(value: number): number {
   f32[0] = value;
-  const x = u32[0]!;
-  if ((x & 0x7f800000) === 0x7f800000 && (x & 0x7fffff) !== 0) return 0x7fc0; // NaN
-  return ((x + 0x7fff + ((x >>> 16) & 1)) >>> 16) & 0xffff;
+  return bf16Bits(u32[0]!);
+}
+
+/** dst[at .. at + n) = src[0 .. n) rounded to bf16, as f32ToBf16 does each value. */
+export function roundToBf16(src: Float32Array, n: number, dst: Uint16Array, at: number): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, n);
+  for (let i = 0; i < n; i++) dst[at + i] = bf16Bits(bits[i]!);
 }
 
 let f16Table: Float32Array | undefined;

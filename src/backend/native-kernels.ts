@@ -16,7 +16,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
 import type { DType, Tensor } from "../io/safetensors.js";
-import { isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
+import { allocateQuantized, isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
 
 /** The addon's raw functions: every output array is allocated here and filled in place. */
 interface NativeAddon {
@@ -160,12 +160,9 @@ export function nativeQuantize(w: Tensor, scheme: QuantScheme): QuantizedTensor 
   if (!a || typeof a.quantize !== "function") return null; // an addon built before quantization
   const { outDim, inDim, code } = weightArgs(w, "quantize");
   if (inDim % QUANT_BLOCK !== 0) throw new RangeError(`quantize: input dimension ${inDim} is not a multiple of ${QUANT_BLOCK}`);
-  const blocks = (outDim * inDim) / QUANT_BLOCK;
-  const data = scheme === "q8" ? new Int8Array(outDim * inDim) : new Uint8Array((outDim * inDim) / 2);
-  const scales = new Uint16Array(blocks);
-  const mins = scheme === "q4" ? new Uint16Array(blocks) : null;
-  a.quantize(w.data, code, outDim, inDim, scheme === "q8" ? 8 : 4, data, scales, mins);
-  return { dtype: scheme === "q8" ? "Q8_0" : "Q4_1", shape: [outDim, inDim], data, scales, mins };
+  const q = allocateQuantized(scheme, [outDim, inDim]);
+  a.quantize(w.data, code, outDim, inDim, SCHEME_CODE[q.dtype], q.data, q.scales, q.mins);
+  return q;
 }
 
 /**

@@ -4,7 +4,7 @@
  * every native kernel is tested against them.
  */
 import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
-import { widenRows } from "./dtype.js";
+import { toFloat32, widenRows } from "./dtype.js";
 import { isQuantized } from "../quant/format.js";
 import { linearQuantizedReference } from "../quant/reference.js";
 
@@ -92,13 +92,9 @@ function rope(x: Float32Array, rows: number, numHeads: number, headDim: number, 
 }
 
 /** One query row against its visible keys: online softmax in two passes over a score buffer. */
-/** A bf16 KV array widened to float32 (the rows attention reads); float32 ones as they are. */
+/** A bf16 KV array's first `values` widened to float32 (the rows attention reads); float32 ones as they are. */
 function widenKv(a: Float32Array | Uint16Array, values: number): Float32Array {
-  if (a instanceof Float32Array) return a;
-  const out = new Float32Array(values);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < values; i++) bits[i] = a[i]! << 16;
-  return out;
+  return a instanceof Float32Array ? a : toFloat32({ dtype: "BF16", shape: [values], data: a.subarray(0, values) });
 }
 
 function attention(p: AttentionParams): Float32Array {

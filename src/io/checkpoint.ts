@@ -9,7 +9,7 @@ import { SmolVLMError } from "../errors.js";
 import { SafetensorsFile, type Tensor } from "./safetensors.js";
 import { readJsonFile } from "./config.js";
 import type { LinearWeight } from "../backend/kernels.js";
-import { QUANT_BLOCK, quantizable, quantizedNames, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
+import { QUANT_BLOCK, quantizable, quantizedLayout, quantizedNames, schemeDtype, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
 import { quantizeAndRelease, quantizeWeight } from "../quant/quantize.js";
 
 export interface WeightStoreOptions {
@@ -147,23 +147,24 @@ export class WeightStore {
       throw new SmolVLMError("bad_weights", `tensor "${key}" is stored quantized but its input dimension ${inDim} is not a multiple of ${QUANT_BLOCK}`, file.path);
     }
     const codes = file.readInt(key);
-    const q4 = codes.dtype === "U8";
-    checkShape(key, file.path, codes.shape, q4 ? [out, inDim / 2] : [out, inDim], `a ${q4 ? "q4" : "q8"} weight of logical shape ${JSON.stringify(shape)} needs`);
+    const scheme: QuantScheme = codes.dtype === "U8" ? "q4" : "q8";
+    const layout = quantizedLayout(scheme, shape);
+    checkShape(key, file.path, codes.shape, layout.codes.shape, `a ${scheme} weight of logical shape ${JSON.stringify(shape)} needs`);
     const names = quantizedNames(key);
-    const scales = this.readBlockTable(names.scale, key, shape);
-    const mins = q4 ? this.readBlockTable(names.min, key, shape) : null;
-    return { dtype: q4 ? "Q4_1" : "Q8_0", shape: [out, inDim], data: codes.data, scales, mins };
+    const scales = this.readBlockTable(names.scale, key, shape, layout.table);
+    const mins = scheme === "q4" ? this.readBlockTable(names.min, key, shape, layout.table) : null;
+    return { dtype: schemeDtype(scheme), shape: [out, inDim], data: codes.data, scales, mins };
   }
 
-  /** A quantized weight's F16 table of one value per block, [out, in / 32]. */
-  private readBlockTable(name: string, weight: string, [out, inDim]: readonly [number, number]): Uint16Array {
+  /** A quantized weight's F16 table of one value per block, `table` = [out, in / 32]. */
+  private readBlockTable(name: string, weight: string, [out, inDim]: readonly [number, number], table: readonly number[]): Uint16Array {
     if (!this.location.has(name)) {
       throw new SmolVLMError("bad_weights", `tensor "${weight}" is stored quantized but "${name}" is missing`, this.location.get(weight)!.path);
     }
     const file = this.location.get(name)!;
     const t = file.read(name);
     if (t.dtype !== "F16") throw new SmolVLMError("bad_weights", `tensor "${name}" has dtype ${t.dtype}; quantized block tables are F16`, file.path);
-    checkShape(name, file.path, t.shape, [out, inDim / QUANT_BLOCK], `a weight of logical shape ${JSON.stringify([out, inDim])} needs`);
+    checkShape(name, file.path, t.shape, table, `a weight of logical shape ${JSON.stringify([out, inDim])} needs`);
     return t.data as Uint16Array;
   }
 

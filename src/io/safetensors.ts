@@ -101,7 +101,8 @@ function validateEntry(file: string, name: string, value: unknown): HeaderEntry 
   return v as HeaderEntry;
 }
 
-function isFloat(dtype: string): dtype is DType {
+/** Whether a header dtype is one of the float dtypes read as `Tensor`s. */
+export function isFloat(dtype: string): dtype is DType {
   return dtype === "F32" || dtype === "BF16" || dtype === "F16";
 }
 

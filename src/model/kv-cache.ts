@@ -5,6 +5,8 @@
  * Float32, or bf16 (the speed modes: half the memory and half the bytes attention reads per
  * token; keys and values are rounded to nearest even as they are written, as PyTorch's bf16 cache).
  */
+import { roundToBf16 } from "../backend/dtype.js";
+
 export type KVDType = "F32" | "BF16";
 
 type Storage = Float32Array | Uint16Array;
@@ -96,14 +98,6 @@ export class KVCache {
 
 /** dst[at .. at + n) = src[0 .. n), rounded to bf16 (nearest even) for a bf16 cache. */
 function store(dst: Storage, at: number, src: Float32Array, n: number): void {
-  if (dst instanceof Float32Array) {
-    dst.set(src.subarray(0, n), at);
-    return;
-  }
-  const bits = new Uint32Array(src.buffer, src.byteOffset, n);
-  for (let i = 0; i < n; i++) {
-    const x = bits[i]!;
-    // NaN keeps a quiet-NaN pattern; everything else rounds to nearest even.
-    dst[at + i] = (x & 0x7fffffff) > 0x7f800000 ? 0x7fc0 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-  }
+  if (dst instanceof Float32Array) dst.set(src.subarray(0, n), at);
+  else roundToBf16(src, n, dst, at);
 }

@@ -47,6 +47,32 @@ export function quantizable(shape: readonly number[]): boolean {
   return shape.length === 2 && shape[1]! > 0 && shape[1]! % QUANT_BLOCK === 0;
 }
 
+/**
+ * How a quantized [out, in] weight is stored: its codes (I8 [out, in] for q8, U8 [out, in / 2]
+ * for q4) and its per-block F16 tables (scales, and minimums for q4) of shape [out, in / 32].
+ */
+export function quantizedLayout(scheme: QuantScheme, [out, inDim]: readonly [number, number]): {
+  codes: { dtype: "I8" | "U8"; shape: [number, number] };
+  table: [number, number];
+} {
+  const codes = scheme === "q8" ? { dtype: "I8" as const, shape: [out, inDim] as [number, number] } : { dtype: "U8" as const, shape: [out, inDim / 2] as [number, number] };
+  return { codes, table: [out, inDim / QUANT_BLOCK] };
+}
+
+/** A zeroed quantized tensor of logical shape [out, in], to be filled by a quantizer. */
+export function allocateQuantized(scheme: QuantScheme, shape: readonly [number, number]): QuantizedTensor {
+  const { codes, table } = quantizedLayout(scheme, shape);
+  const codeCount = codes.shape[0] * codes.shape[1];
+  const tableCount = table[0] * table[1];
+  return {
+    dtype: schemeDtype(scheme),
+    shape: [shape[0], shape[1]],
+    data: codes.dtype === "I8" ? new Int8Array(codeCount) : new Uint8Array(codeCount),
+    scales: new Uint16Array(tableCount),
+    mins: scheme === "q4" ? new Uint16Array(tableCount) : null,
+  };
+}
+
 /** Bytes of a quantized tensor (codes, scales, minimums): what decoding reads per use. */
 export function quantizedBytes(t: QuantizedTensor): number {
   return t.data.byteLength + t.scales.byteLength + (t.mins?.byteLength ?? 0);

@@ -14,11 +14,11 @@ import { basename, join, resolve } from "node:path";
 import { SmolVLMError } from "../errors.js";
 import { parseModelConfig, readJsonFile } from "../io/config.js";
 import { WeightStore } from "../io/checkpoint.js";
-import { BYTES_PER_ELEMENT, type StoredDType } from "../io/safetensors.js";
+import { BYTES_PER_ELEMENT, isFloat, type StoredDType } from "../io/safetensors.js";
 import { writeSafetensors, type TensorSpec } from "../io/safetensors-writer.js";
 import { MODEL_FILES, WEIGHTS_FILE, WEIGHTS_INDEX } from "../hub/resolve.js";
 import { releasePages } from "../backend/native-kernels.js";
-import { QUANT_BLOCK, QUANT_SCHEMES, quantizable, quantizedNames, type QuantizationConfig, type QuantScheme } from "./format.js";
+import { QUANT_BLOCK, QUANT_SCHEMES, quantizable, quantizedLayout, quantizedNames, type QuantizationConfig, type QuantScheme } from "./format.js";
 import { quantizeAndRelease } from "./quantize.js";
 
 export interface QuantizeCheckpointOptions {
@@ -174,20 +174,18 @@ function planTensor(store: WeightStore, name: string): PlanEntry {
   if (!(dtype in BYTES_PER_ELEMENT)) {
     throw new SmolVLMError("bad_weights", `tensor "${name}" has dtype ${dtype}; supported: ${Object.keys(BYTES_PER_ELEMENT).join(", ")}`, file);
   }
-  const isFloat = dtype === "F32" || dtype === "BF16" || dtype === "F16";
-  if (isFloat && isLinearWeight(name) && quantizable(shape)) return { kind: "quantize", name, from: name, shape: [shape[0]!, shape[1]!] };
+  if (isFloat(dtype) && isLinearWeight(name) && quantizable(shape)) return { kind: "quantize", name, from: name, shape: [shape[0]!, shape[1]!] };
   return { kind: "copy", name, dtype: dtype as StoredDType, shape };
 }
 
 /** The stored tensors of a plan entry, in the order `tensorData` yields their bytes. */
 function specsOf(p: PlanEntry, scheme: QuantScheme): TensorSpec[] {
   if (p.kind === "copy") return [{ name: p.name, dtype: p.dtype, shape: p.shape }];
-  const [out, inDim] = p.shape;
   const names = quantizedNames(p.name);
-  const table = [out, inDim / QUANT_BLOCK];
+  const { codes, table } = quantizedLayout(scheme, p.shape);
   const specs: TensorSpec[] = [{ name: names.scale, dtype: "F16", shape: table }];
   if (scheme === "q4") specs.push({ name: names.min, dtype: "F16", shape: table });
-  specs.push(scheme === "q8" ? { name: names.data, dtype: "I8", shape: [out, inDim] } : { name: names.data, dtype: "U8", shape: [out, inDim / 2] });
+  specs.push({ name: names.data, ...codes });
   return specs;
 }
 

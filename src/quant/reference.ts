@@ -11,7 +11,7 @@
  */
 import type { Tensor } from "../io/safetensors.js";
 import { f16ToF32, f32ToF16, widenRows } from "../backend/dtype.js";
-import { QUANT_BLOCK, quantizable, schemeDtype, type QuantScheme, type QuantizedTensor } from "./format.js";
+import { allocateQuantized, QUANT_BLOCK, quantizable, type QuantScheme, type QuantizedTensor } from "./format.js";
 
 const fr = Math.fround;
 
@@ -80,9 +80,8 @@ export function quantizeReference(w: Tensor, scheme: QuantScheme): QuantizedTens
   if (!quantizable(w.shape)) throw new RangeError(`quantize: shape [${w.shape.join(", ")}] is not [out, in] with in a multiple of ${QUANT_BLOCK}`);
   const [out, inDim] = w.shape as [number, number];
   const blocksPerRow = inDim / QUANT_BLOCK;
-  const data = scheme === "q8" ? new Int8Array(out * inDim) : new Uint8Array((out * inDim) / 2);
-  const scales = new Uint16Array(out * blocksPerRow);
-  const mins = scheme === "q4" ? new Uint16Array(out * blocksPerRow) : null;
+  const q = allocateQuantized(scheme, [out, inDim]);
+  const { data, scales, mins } = q;
   const row = new Float32Array(inDim);
   for (let o = 0; o < out; o++) {
     widenRows(w, o, 1, row);
@@ -92,7 +91,7 @@ export function quantizeReference(w: Tensor, scheme: QuantScheme): QuantizedTens
       if (mins) mins[o * blocksPerRow + b] = m;
     }
   }
-  return { dtype: schemeDtype(scheme), shape: [out, inDim], data, scales, mins };
+  return q;
 }
 
 /** Rows [rowStart, rowStart + count) of a quantized weight as float32 (d·q [+ m]). */
