@@ -361,19 +361,56 @@ void gemv_block(const QuantJob& a, size_t r0, size_t o) {
   }
 }
 
-// Q4_1, rows [r0, r0 + R) against outputs [o, o + NO), two blocks per step: one 32-byte load holds
-// both blocks' packed codes; its low nibbles meet the pair's first halves of x, its high nibbles
-// the second halves (QuantizedRows::qPairs), and one rescale covers both blocks
-// ([dw dx] x4 for each). Halves the shuffling and rescaling per block of gemv_block.
+// Q4_1 helpers for the kernels below, which take blocks in pairs (2p, 2p + 1): one 32-byte load
+// holds both blocks' packed codes; its low nibbles meet the pair's first halves of x, its high
+// nibbles the second halves (QuantizedRows::qPairs).
+inline void unpack_pair(const uint8_t* packed, __m256i& lo, __m256i& hi) {
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed));
+  lo = _mm256_and_si256(v, low);
+  hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+}
+
+// The pair's integer dot products with x (qPairs order) as floats: 4 partial sums of block 2p in
+// the low lane, 4 of block 2p + 1 in the high lane.
+inline __m256 pair_dot(__m256i lo, __m256i hi, const int8_t* x) {
+  const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
+  const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+}
+
+// One weight row's scales of pair p, spread over the lanes of its blocks: [dw(2p) x4 | dw(2p+1) x4].
+inline __m256 pair_weight_scales(const QuantJob& a, size_t row, size_t p) {
+  uint32_t bits;
+  std::memcpy(&bits, a.scales + row * (a.K / QB) + 2 * p, 4);
+  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)))), spread);
+}
+
+// Output (row r, o) from its pair accumulator: the lanes summed, plus an odd last block (one block
+// as gemv_block does it), the minimum term and the bias.
+inline void store_q4_output(const QuantJob& a, size_t r, size_t o, __m256 acc) {
+  const size_t K = a.K, nb = K / QB, last = nb - 1;
+  float v = hsum(acc);
+  if (nb % 2) {
+    const __m256i w = load_codes<4>(a.wq, o * K + last * QB);
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq->qPairs.data() + r * K + last * QB));
+    v += _cvtsh_ss(a.scales[o * nb + last]) * a.xq->scale[r * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, x)));
+  }
+  v += min_term_avx2(a, r, o);
+  a.y[r * a.N + o] = v + (a.bias ? a.bias[o] : 0.0f);
+}
+
+// Q4_1, rows [r0, r0 + R) against outputs [o, o + NO), one pair of blocks per step, unpacked once
+// for all R rows; one rescale covers both blocks ([dw dx] x4 for each). Halves the shuffling and
+// rescaling per block of gemv_block.
 template <int R, int NO>
 void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
   const size_t K = a.K, nb = K / QB, np = nb / 2;
   const int8_t* xq = a.xq->qPairs.data() + r0 * K;
   const float* xs = a.xq->scalePairs.data() + r0 * np * 8;
   const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
   __m256 acc[R][NO];
   for (int r = 0; r < R; r++)
     for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
@@ -385,49 +422,29 @@ void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
     for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
     for (int j = 0; j < NO; j++) {
       const size_t row = o + j;
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + (row * K + 2 * p * QB) / 2));
-      const __m256i lo = _mm256_and_si256(v, low);
-      const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-      uint32_t dwBits;
-      std::memcpy(&dwBits, a.scales + row * nb + 2 * p, 4);
-      const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dwBits)))), spread);
+      __m256i lo, hi;
+      unpack_pair(wq + (row * K + 2 * p * QB) / 2, lo, hi);
+      const __m256 dw = pair_weight_scales(a, row, p);
       for (int r = 0; r < R; r++) {
-        const int8_t* x = xq + r * K + 2 * p * QB;
-        const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-        const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
-        const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
-        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones));
+        const __m256 dot = pair_dot(lo, hi, xq + r * K + 2 * p * QB);
         acc[r][j] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_loadu_ps(xs + (r * np + p) * 8)), acc[r][j]);
       }
     }
   }
-  const size_t last = nb - 1;  // an odd block left over: one block as gemv_block does it
-  for (int r = 0; r < R; r++) {
-    for (int j = 0; j < NO; j++) {
-      float v = hsum(acc[r][j]);
-      if (nb % 2) {
-        const __m256i w = load_codes<4>(a.wq, (o + j) * K + last * QB);
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + last * QB));
-        v += _cvtsh_ss(a.scales[(o + j) * nb + last]) * a.xq->scale[(r0 + r) * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, x)));
-      }
-      v += min_term_avx2(a, r0 + r, o + j);
-      a.y[(r0 + r) * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
-    }
-  }
+  for (int r = 0; r < R; r++)
+    for (int j = 0; j < NO; j++) store_q4_output(a, r0 + r, o + j, acc[r][j]);
 }
 
 // Q4_1, one row (decoding one sequence) against outputs [o, o + NO), four pairs of blocks per step:
 // the 8 blocks' weight scales are converted with one vcvtph2ps, reordered even/odd once and
 // multiplied by the row's 8 scales once; each pair then takes its two scales with an in-lane
-// shuffle. Leftover pairs and an odd block go through gemv_block_q4_pairs' steps.
+// shuffle. Leftover pairs go one at a time, as in gemv_block_q4_pairs.
 template <int NO>
 void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
   const size_t K = a.K, nb = K / QB, np = nb / 2, nq = np / 4;
   const int8_t* x = a.xq->qPairs.data() + r0 * K;
   const float* xs = a.xq->scaleQuads.data() + r0 * nq * 8;
   const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
   const __m256i evenOdd = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
   __m256 acc[NO];
   for (int j = 0; j < NO; j++) acc[j] = _mm256_setzero_ps();
@@ -435,13 +452,10 @@ void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
   const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
   const size_t pfStep = nq ? (aheadBytes + nq - 1) / nq : 0;
   size_t pf = 0;
-  auto pair = [&](const __m256i v, const int8_t* xp, __m256 scale, __m256& sum) {
-    const __m256i lo = _mm256_and_si256(v, low);
-    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-    const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp));
-    const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + 32));
-    const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
-    sum = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16, ones)), scale, sum);
+  auto pair = [&](const uint8_t* packed, const int8_t* xp, __m256 scale, __m256& sum) {
+    __m256i lo, hi;
+    unpack_pair(packed, lo, hi);
+    sum = _mm256_fmadd_ps(pair_dot(lo, hi, xp), scale, sum);
   };
   for (size_t g = 0; g < nq; g++) {
     for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
@@ -452,35 +466,20 @@ void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
       const __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), evenOdd), dx);
       const uint8_t* w = wq + (row * K + 8 * g * QB) / 2;
       const int8_t* xp = x + 8 * g * QB;
-      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), xp, _mm256_permute_ps(sc, 0x00), acc[j]);
-      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32)), xp + 64, _mm256_permute_ps(sc, 0x55), acc[j]);
-      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64)), xp + 128, _mm256_permute_ps(sc, 0xaa), acc[j]);
-      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 96)), xp + 192, _mm256_permute_ps(sc, 0xff), acc[j]);
+      pair(w, xp, _mm256_permute_ps(sc, 0x00), acc[j]);
+      pair(w + 32, xp + 64, _mm256_permute_ps(sc, 0x55), acc[j]);
+      pair(w + 64, xp + 128, _mm256_permute_ps(sc, 0xaa), acc[j]);
+      pair(w + 96, xp + 192, _mm256_permute_ps(sc, 0xff), acc[j]);
     }
   }
-  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
   const float* xsPairs = a.xq->scalePairs.data() + r0 * np * 8;
   for (size_t p = nq * 4; p < np; p++) {
     for (int j = 0; j < NO; j++) {
       const size_t row = o + j;
-      uint32_t dwBits;
-      std::memcpy(&dwBits, a.scales + row * nb + 2 * p, 4);
-      const __m256 dw = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dwBits)))), spread);
-      pair(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(wq + (row * K + 2 * p * QB) / 2)), x + 2 * p * QB,
-           _mm256_mul_ps(dw, _mm256_loadu_ps(xsPairs + p * 8)), acc[j]);
+      pair(wq + (row * K + 2 * p * QB) / 2, x + 2 * p * QB, _mm256_mul_ps(pair_weight_scales(a, row, p), _mm256_loadu_ps(xsPairs + p * 8)), acc[j]);
     }
   }
-  const size_t last = nb - 1;
-  for (int j = 0; j < NO; j++) {
-    float v = hsum(acc[j]);
-    if (nb % 2) {
-      const __m256i w = load_codes<4>(a.wq, (o + j) * K + last * QB);
-      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + last * QB));
-      v += _cvtsh_ss(a.scales[(o + j) * nb + last]) * a.xq->scale[r0 * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, xl)));
-    }
-    v += min_term_avx2(a, r0, o + j);
-    a.y[r0 * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
-  }
+  for (int j = 0; j < NO; j++) store_q4_output(a, r0, o + j, acc[j]);
 }
 
 // Every row against outputs [o, o + NO), in groups of up to 4 rows (R x NO accumulators fit the
@@ -620,21 +619,24 @@ void expand_row_task(void* ctx, size_t i) {
   }
 }
 
-void linear_quant_gemm(const float* x, size_t M, const QuantJob& a) {
-  const size_t K = a.K, N = a.N;
-  // The input as the integer path sees it: dx·qx.
-  std::vector<float> xr(M * K);
+// Whether this CPU takes the AVX2 code of this file (AVX-512 CPUs run it too).
+bool use_avx2() {
 #ifdef SMOLVLM_X86
-  const bool avx2 = current_isa() == Isa::Avx2 || current_isa() == Isa::Avx512;
+  return current_isa() == Isa::Avx2 || current_isa() == Isa::Avx512;
 #else
-  const bool avx2 = false;
+  return false;
 #endif
+}
+
+// The input rows as the integer path sees them, dx·qx, in float32 (M x K into xr).
+void round_trip_rows(const float* x, size_t M, size_t K, std::vector<float>& xr) {
+  xr.resize(M * K);
   struct RoundRows {
     const float* x;
     float* out;
     size_t K;
     bool avx2;
-  } rr{x, xr.data(), K, avx2};
+  } rr{x, xr.data(), K, use_avx2()};
   auto round_row = [](void* c, size_t r) {
     const RoundRows& j = *static_cast<const RoundRows*>(c);
 #ifdef SMOLVLM_X86
@@ -652,15 +654,20 @@ void linear_quant_gemm(const float* x, size_t M, const QuantJob& a) {
     }
   };
   parallel_for(M, round_row, &rr);
-  // Weight rows in chunks of about 16 MiB of float32 (at least 128 rows: wide enough for the GEMM
-  // to tile well), each expanded once and multiplied by every input row.
+}
+
+// y = xr · Wᵀ (+ bias) for round-tripped input rows xr: weight rows in chunks of about 16 MiB of
+// float32 (at least 128 rows: wide enough for the GEMM to tile well), each expanded once and
+// multiplied by every input row.
+void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
+  const size_t K = a.K, N = a.N;
   const size_t chunk = std::min(N, std::max<size_t>(128, (16u << 20) / (4 * K) / 32 * 32));
   std::vector<float> wf(chunk * K);
   for (size_t n0 = 0; n0 < N; n0 += chunk) {
     const size_t nc = std::min(chunk, N - n0);
-    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data(), avx2};
+    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data(), use_avx2()};
     parallel_for(nc, expand_row_task, &e);
-    linear_f32_strided(xr.data(), M, wf.data(), nc, K, a.bias ? a.bias + n0 : nullptr, a.y + n0, N);
+    linear_f32_strided(xr, M, wf.data(), nc, K, a.bias ? a.bias + n0 : nullptr, a.y + n0, N);
   }
 }
 
@@ -677,8 +684,10 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   static const size_t gemvMax = gemv_max_rows_setting(8);
   auto job = [&](const QuantLinear& p) { return QuantJob{nullptr, M, p.N, K, p.wq, p.scales, p.mins, scheme, p.bias, p.y, 0}; };
   if (M > gemvMax) {
+    std::vector<float> xr;  // the input is round-tripped once for all the weights
+    round_trip_rows(x, M, K, xr);
     for (int i = 0; i < count; i++) {
-      if (parts[i].N) linear_quant_gemm(x, M, job(parts[i]));
+      if (parts[i].N) linear_quant_gemm(xr.data(), M, job(parts[i]));
     }
     return;
   }
@@ -697,8 +706,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   }
   m.run = portable::gemv_task;
 #ifdef SMOLVLM_X86
-  const Isa isa = current_isa();
-  if (isa == Isa::Avx2 || isa == Isa::Avx512) {
+  if (use_avx2()) {
     if (scheme == 4) pair_blocks(xq, M, K);
     m.run = scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>;
   }
