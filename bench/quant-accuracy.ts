@@ -26,6 +26,7 @@ import { widenRows } from "../src/backend/dtype.js";
 import { QUANT_BLOCK } from "../src/quant/format.js";
 import { dequantizeRows, quantizeReference } from "../src/quant/reference.js";
 import type { Tensor } from "../src/io/safetensors.js";
+import { tensorShapes } from "./make-checkpoint.js";
 
 const argv = process.argv.slice(2);
 function option(name: string, fallback: string): string {
@@ -110,29 +111,20 @@ function weightErrors(layers: number[]): void {
       sums[key][1] += b[i]! ** 2;
     }
   };
-  const t = config.text;
-  for (const l of layers) {
-    const p = `model.text_model.layers.${l}`;
-    const shapes: [string, number, number][] = [
-      ["self_attn.q_proj", t.numHeads * t.headDim, t.hiddenSize],
-      ["self_attn.k_proj", t.numKvHeads * t.headDim, t.hiddenSize],
-      ["self_attn.v_proj", t.numKvHeads * t.headDim, t.hiddenSize],
-      ["self_attn.o_proj", t.hiddenSize, t.numHeads * t.headDim],
-      ["mlp.gate_proj", t.intermediateSize, t.hiddenSize],
-      ["mlp.up_proj", t.intermediateSize, t.hiddenSize],
-      ["mlp.down_proj", t.hiddenSize, t.intermediateSize],
-    ];
-    for (const [name, out, inDim] of shapes) {
-      const w: Tensor = store.get(`${p}.${name}.weight`, [out, inDim]);
-      const exact = new Float32Array(out * inDim);
-      widenRows(w, 0, out, exact);
-      for (const scheme of ["q8", "q4"] as const) {
-        const back = new Float32Array(out * inDim);
-        dequantizeRows(quantizeReference(w, scheme), 0, out, back);
-        add(scheme, back, exact);
-      }
-      add("q4sym", symmetric4(exact), exact);
+  // Every 2-D weight of the listed text layers, with the shapes the config implies.
+  const prefixes = layers.map((l) => `model.text_model.layers.${l}.`);
+  const weights = Object.entries(tensorShapes(config)).filter(([name, shape]) => shape.length === 2 && prefixes.some((p) => name.startsWith(p)));
+  for (const [name, shape] of weights) {
+    const [out, inDim] = shape as [number, number];
+    const w: Tensor = store.get(name, shape);
+    const exact = new Float32Array(out * inDim);
+    widenRows(w, 0, out, exact);
+    for (const scheme of ["q8", "q4"] as const) {
+      const back = new Float32Array(out * inDim);
+      dequantizeRows(quantizeReference(w, scheme), 0, out, back);
+      add(scheme, back, exact);
     }
+    add("q4sym", symmetric4(exact), exact);
   }
   store.close();
   const rel = (k: keyof typeof sums) => Math.sqrt(sums[k][0] / sums[k][1]).toExponential(2);
