@@ -20,6 +20,7 @@
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SmolVLM, type DTypeMode } from "../src/smolvlm.js";
+import { argmax } from "../src/generation/sampler.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { widenRows } from "../src/backend/dtype.js";
@@ -51,12 +52,6 @@ function relL2(a: Float32Array, b: Float32Array): number {
   return Math.sqrt(num / den);
 }
 
-function argmax(a: Float32Array, from: number, n: number): number {
-  let best = from;
-  for (let i = from + 1; i < from + n; i++) if (a[i]! > a[best]!) best = i;
-  return best - from;
-}
-
 interface Run {
   /** [POSITIONS + 1, vocab]: the last prompt position, then each continuation position. */
   logits: Float32Array;
@@ -81,7 +76,7 @@ async function run(dtype: DTypeMode, continuation: number[] | null): Promise<{ r
     logits.set(forced, vocab);
   } else {
     for (let p = 0; p < POSITIONS; p++) {
-      const next = argmax(logits, p * vocab, vocab);
+      const next = argmax(logits.subarray(p * vocab, (p + 1) * vocab));
       tokens.push(next);
       logits.set(model.forward(model.embedWithImages([next], null), 1, cache), (p + 1) * vocab);
     }
@@ -146,7 +141,7 @@ for (const mode of MODES) {
     const a = r.logits.subarray((p + 1) * v, (p + 2) * v);
     const b = reference.run.logits.subarray((p + 1) * v, (p + 2) * v);
     sum += relL2(a, b);
-    if (argmax(a, 0, v) === argmax(b, 0, v)) agree++;
+    if (argmax(a) === argmax(b)) agree++;
   }
   console.log(`${mode.padEnd(6)} ${last.toExponential(2).padStart(18)} ${(sum / POSITIONS).toExponential(2).padStart(11)} ${`${agree}/${POSITIONS}`.padStart(16)}`);
 }
