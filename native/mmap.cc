@@ -47,6 +47,15 @@ void Unmap(napi_env, void*, void* hint) {
   delete m;
 }
 
+size_t element_bytes(napi_typedarray_type type) {
+  switch (type) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
+    default: return 4;
+  }
+}
+
 bool inside_mapping(uintptr_t begin, uintptr_t end) {
   std::lock_guard<std::mutex> lock(mappingsLock);
   for (const Mapping* m : mappings) {
@@ -120,23 +129,12 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
   napi_typedarray_type type;
   size_t length = 0, offset = 0;
   void* data = nullptr;
-  napi_value ab;
-  napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &offset);
-  size_t byteLength = 0;
-  void* abData = nullptr;
-  napi_get_arraybuffer_info(env, ab, &abData, &byteLength);
-  const size_t elementBytes = byteLength == 0 ? 1 : [&] {
-    switch (type) {
-      case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
-      case napi_int16_array: case napi_uint16_array: return 2;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
-      default: return 4;
-    }
-  }();
+  napi_value buffer;
+  napi_get_typedarray_info(env, argv[0], &type, &length, &data, &buffer, &offset);
   double released = 0;
 #ifndef _WIN32
   const auto begin = reinterpret_cast<uintptr_t>(data);
-  const auto end = begin + length * elementBytes;
+  const auto end = begin + length * element_bytes(type);
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
   if (last > first && inside_mapping(begin, end) && madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0) {
