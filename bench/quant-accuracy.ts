@@ -7,7 +7,8 @@
  * mean relative L2 over the continuation's positions, and top-1 agreement at each of the N
  * teacher-forced positions (does the model pick the token the reference picked?).
  *
- *   node dist/bench/quant-accuracy.js [--model DIR] [--image FILE] [--image-size 512] [--positions 64]
+ *   node dist/bench/quant-accuracy.js [--model DIR] [--image FILE] [--image-size 512] [--positions 64] [--layers 0,15,31]
+ *   node dist/bench/quant-accuracy.js [--model DIR] --groups q4
  *
  * Defaults: the 500M-shaped checkpoint from bench/make-checkpoint.ts (weights drawn like a
  * trained model's) and bench/images/square512.jpg at 512 px (one tile).
@@ -16,6 +17,13 @@
  * over every linear weight of the text layers in --layers) for q8, q4 (with a per-block minimum)
  * and a symmetric 4-bit code without the minimum (q = round(w / d) in [-8, 7], d = max|w| / 8, as
  * GGML's Q4_0): what the minimum buys.
+ *
+ * With --groups q8|q4 it instead measures where the logits error comes from: a text-only prompt
+ * through the f32 model with only one group of text weights replaced by their quantize-dequantize
+ * round trip (float32 activations, so the weights' error alone), group by group, against the
+ * unquantized model. Groups are told apart by shape (lm_head [vocab, h], gate/up [ffn, h], down
+ * [h, ffn], q/o and k/v by their head counts), as in SmolVLM's text decoder. A last line runs the
+ * real mode (int8 activations as well) on the same prompt, to compare with the "all" line.
  */
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,6 +36,10 @@ import { QUANT_BLOCK } from "../src/quant/format.js";
 import { dequantizeRows, quantizeReference } from "../src/quant/reference.js";
 import type { Tensor } from "../src/io/safetensors.js";
 import { tensorShapes } from "./make-checkpoint.js";
+import { loadNativeKernels } from "../src/backend/native-kernels.js";
+import type { Kernels, LinearWeight } from "../src/backend/kernels.js";
+import { quantizeWeight } from "../src/quant/quantize.js";
+import type { QuantScheme } from "../src/quant/format.js";
 
 const argv = process.argv.slice(2);
 function option(name: string, fallback: string): string {
@@ -124,6 +136,56 @@ function weightErrors(layers: number[]): void {
   store.close();
   const rel = (k: keyof typeof sums) => Math.sqrt(sums[k][0] / sums[k][1]).toExponential(2);
   console.log(`weight round trip, text layers ${layers.join(",")}: q8 ${rel("q8")}, q4 (scale + minimum) ${rel("q4")}, symmetric 4-bit (scale only) ${rel("q4sym")}`);
+}
+
+/** Kernels that multiply the weights `select` picks by their quantize-dequantize round trip. */
+function withRoundTrip(select: (shape: readonly number[]) => boolean, scheme: QuantScheme): Kernels {
+  const native = loadNativeKernels();
+  if (!native) throw new Error("--groups needs the native kernels");
+  const rounded = new Map<LinearWeight, Tensor>();
+  const roundTrip = (w: Tensor): Tensor => {
+    let f = rounded.get(w);
+    if (!f) {
+      const data = new Float32Array(w.shape[0]! * w.shape[1]!);
+      dequantizeRows(quantizeWeight(w, scheme), 0, w.shape[0]!, data);
+      f = { dtype: "F32", shape: w.shape, data };
+      rounded.set(w, f);
+    }
+    return f;
+  };
+  const linear: Kernels["linear"] = (x, rows, w, bias) => native.linearF32(x, rows, select(w.shape) ? roundTrip(w as Tensor) : w, bias);
+  return { ...native, name: "round-trip", linear, linearMany: (x, rows, ws, biases) => ws.map((w, i) => linear(x, rows, w, biases?.[i])) };
+}
+
+async function groupErrors(scheme: QuantScheme): Promise<void> {
+  const t = loadModelConfig(join(MODEL, "config.json")).text;
+  const [h, q, kv, ffn] = [t.hiddenSize, t.numHeads * t.headDim, t.numKvHeads * t.headDim, t.intermediateSize];
+  const is = (s: readonly number[], a: number, b: number) => s[0] === a && s[1] === b;
+  const groups: Record<string, (s: readonly number[]) => boolean> = {
+    lm_head: (s) => is(s, t.vocabSize, h),
+    "gate/up": (s) => is(s, ffn, h),
+    down: (s) => is(s, h, ffn),
+    "q/o": (s) => is(s, q, h) || is(s, h, q),
+    "k/v": (s) => is(s, kv, h),
+    all: (s) => s.length === 2 && s[1]! % QUANT_BLOCK === 0,
+  };
+  const logits = async (kernels?: Kernels) => {
+    const vlm = await SmolVLM.load(MODEL, kernels ? { dtype: "f32", kernels } : { dtype: scheme });
+    const ids = (await vlm.prepare({ prompt: PROMPT })).inputIds;
+    return vlm.model.forward(vlm.model.embedPrompt(ids, null), ids.length, vlm.model.text.newCache(ids.length));
+  };
+  const reference = await logits(withRoundTrip(() => false, scheme));
+  console.log(`model ${MODEL}, text-only prompt, last-position logits relL2 with one group of text weights round-tripped through ${scheme}:`);
+  for (const [name, select] of Object.entries(groups)) console.log(`${name.padEnd(8)} ${relL2(await logits(withRoundTrip(select, scheme)), reference).toExponential(2)}`);
+  // The real mode quantizes the activations to int8 as well: compare with "all".
+  console.log(`${`${scheme} mode`.padEnd(8)} ${relL2(await logits(), reference).toExponential(2)} (every weight, and int8 activations)`);
+}
+
+const GROUPS = option("--groups", "");
+if (GROUPS) {
+  if (GROUPS !== "q8" && GROUPS !== "q4") throw new Error(`--groups takes q8 or q4, not ${GROUPS}`);
+  await groupErrors(GROUPS);
+  process.exit(0);
 }
 
 const LAYERS = option("--layers", "0,15,31").split(",").map(Number);
