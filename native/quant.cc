@@ -571,10 +571,13 @@ struct MultiJob {
   size_t firstTask[kMaxQuantParts + 1];
   int count;
   void (*run)(const QuantJob&, size_t);
+  StripedTasks striped{0, 1};  // over all the parts' chunks, in order
 };
 
-void multi_task(void* ctx, size_t t) {
+void multi_task(void* ctx, size_t s) {
   const MultiJob& m = *static_cast<const MultiJob*>(ctx);
+  size_t t;
+  if (!m.striped.chunk(s, &t)) return;
   int i = 0;
   while (t >= m.firstTask[i + 1]) i++;
   m.run(m.parts[i], t - m.firstTask[i]);
@@ -711,7 +714,8 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     m.run = scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>;
   }
 #endif
-  parallel_for(m.firstTask[count], multi_task, &m);
+  m.striped = StripedTasks(m.firstTask[count], threads);
+  parallel_for(m.striped.padded(), multi_task, &m);
 }
 
 }  // namespace smolvlm

@@ -47,6 +47,7 @@ struct S {
   static constexpr int REGS = 32;
   using H = half::S;
   static inline V zero() { return {H::zero(), H::zero()}; }
+  static inline void pin(V& v) { H::pin(v.lo), H::pin(v.hi); }
   static inline V set1(float a) { return {H::set1(a), H::set1(a)}; }
   static inline V load(const float* p) { return {H::load(p), H::load(p + 8)}; }
   static inline void store(float* p, V v) { H::store(p, v.lo), H::store(p + 8, v.hi); }
