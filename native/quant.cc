@@ -277,6 +277,17 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// The next block's scales (and Q4_1 minimums), prefetched with its codes: a few cache lines each.
+inline void prefetch_scales(const QuantJob& a, size_t row, size_t rows) {
+  const size_t nb = a.K / QB, bytes = rows * nb * 2;
+  const char* sc = reinterpret_cast<const char*>(a.scales + row * nb);
+  for (size_t i = 0; i < bytes; i += 64) SMOLVLM_PREFETCH(sc + i);
+  if (a.mins) {
+    const char* mn = reinterpret_cast<const char*>(a.mins + row * nb);
+    for (size_t i = 0; i < bytes; i += 64) SMOLVLM_PREFETCH(mn + i);
+  }
+}
+
 // min_term with F16C conversions, 8 blocks at a time.
 inline float min_term_avx2(const QuantJob& a, size_t r, size_t o) {
   const size_t nb = a.K / QB;
@@ -332,6 +343,7 @@ void gemv_block(const QuantJob& a, size_t r0, size_t o) {
   constexpr size_t BYTES_PER_VALUE_X2 = SCHEME == 8 ? 2 : 1;
   const char* ahead = static_cast<const char*>(a.wq) + (o + NO) * K * BYTES_PER_VALUE_X2 / 2;
   const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K * BYTES_PER_VALUE_X2 / 2 : 0;
+  if (aheadBytes) prefetch_scales(a, o + NO, NO);
   const size_t pfStep = (aheadBytes + nb - 1) / nb;
   size_t pf = 0;
   for (size_t b = 0; b < nb; b++) {
@@ -416,6 +428,7 @@ void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
     for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
   const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
   const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
+  if (aheadBytes) prefetch_scales(a, o + NO, NO);
   const size_t pfStep = np ? (aheadBytes + np - 1) / np : 0;
   size_t pf = 0;
   for (size_t p = 0; p < np; p++) {
@@ -450,6 +463,7 @@ void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
   for (int j = 0; j < NO; j++) acc[j] = _mm256_setzero_ps();
   const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
   const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
+  if (aheadBytes) prefetch_scales(a, o + NO, NO);
   const size_t pfStep = nq ? (aheadBytes + nq - 1) / nq : 0;
   size_t pf = 0;
   auto pair = [&](const uint8_t* packed, const int8_t* xp, __m256 scale, __m256& sum) {
@@ -457,15 +471,18 @@ void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
     unpack_pair(packed, lo, hi);
     sum = _mm256_fmadd_ps(pair_dot(lo, hi, xp), scale, sum);
   };
-  for (size_t g = 0; g < nq; g++) {
+  // Each output's codes and scales advance by a fixed step per quad: one pointer each, moved along
+  // rather than row offsets recomputed every step.
+  const uint8_t* wRow = wq + o * K / 2;
+  const uint16_t* sRow = a.scales + o * nb;
+  for (size_t g = 0; g < nq; g++, wRow += 4 * QB, sRow += 8) {
     for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
     const __m256 dx = _mm256_loadu_ps(xs + g * 8);
+    const int8_t* xp = x + 8 * g * QB;
     for (int j = 0; j < NO; j++) {
-      const size_t row = o + j;
-      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a.scales + row * nb + 8 * g));
+      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sRow + j * nb));
       const __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), evenOdd), dx);
-      const uint8_t* w = wq + (row * K + 8 * g * QB) / 2;
-      const int8_t* xp = x + 8 * g * QB;
+      const uint8_t* w = wRow + j * (K / 2);
       pair(w, xp, _mm256_permute_ps(sc, 0x00), acc[j]);
       pair(w + 32, xp + 64, _mm256_permute_ps(sc, 0x55), acc[j]);
       pair(w + 64, xp + 128, _mm256_permute_ps(sc, 0xaa), acc[j]);
