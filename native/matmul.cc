@@ -1,5 +1,7 @@
 // linear: the per-ISA float32 GEMM/GEMV (matmul_impl.inc) and, for CPUs with AVX512_BF16, a
 // bf16 x bf16 -> f32 GEMM on vdpbf16ps.
+#include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cpu.h"
@@ -264,6 +266,32 @@ void linear_f32(Isa isa, const float* x, size_t M, const void* w, int dt, size_t
   }
 }
 
+// x rounded to bf16 precision (as f32_to_bf16 then back: nearest even, NaN to the quiet NaN), in
+// branch-free form so that the compiler vectorizes it, and split over the pool for image-sized
+// inputs (a scalar loop here cost 3-13% of a vision linear on CPUs without vdpbf16ps).
+void round_rows_to_bf16(const float* x, size_t n, float* out) {
+  for (size_t i = 0; i < n; i++) {
+    uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    const uint32_t v = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : r;
+    std::memcpy(&out[i], &v, 4);
+  }
+}
+
+void round_to_bf16(const float* x, size_t n, float* out) {
+  constexpr size_t kChunk = size_t{1} << 16;
+  if (n <= kChunk) {
+    round_rows_to_bf16(x, n, out);
+    return;
+  }
+  auto task = [&](size_t t) {
+    const size_t b = t * kChunk;
+    round_rows_to_bf16(x + b, std::min(kChunk, n - b), out + b);
+  };
+  parallel_for_each((n + kChunk - 1) / kChunk, task);
+}
+
 // Rows up to which linear() takes the few-row path at this ISA (as matmul_impl.inc decides it).
 [[maybe_unused]] size_t gemv_max_rows(Isa isa) {
   int dflt = scalar::S::GEMV_MAX_ROWS;
@@ -304,7 +332,7 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
     // differs from vdpbf16ps only in the order of the sums.
     static thread_local std::vector<float> rounded;
     rounded.resize(M * K);
-    for (size_t i = 0; i < M * K; i++) rounded[i] = bf16_to_f32(f32_to_bf16(x[i]));
+    round_to_bf16(x, M * K, rounded.data());
     linear_f32(isa, rounded.data(), M, w, dtype, N, K, bias, y, N);
     return;
   }
