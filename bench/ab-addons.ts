@@ -1,0 +1,78 @@
+/**
+ * Two builds of the native addon, compared in one process: every text-layer weight of the
+ * 500M-shaped checkpoint through the decode-time linear (R rows), the builds taking turns pass by
+ * pass so that both see the same machine (this one is shared and noisy: separate runs of the two
+ * builds differ by more than the changes being measured). Prints the median time of a pass over
+ * all the weights for each build and B's rate relative to A's.
+ *
+ *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4] [--passes 31]
+ *        [--model /tmp/smolvlm-500m-shaped]
+ *
+ * Make the builds with `node scripts/build-native.mjs` and copy build/Release/smolvlm_native.node
+ * aside between them. Quantized weights are quantized once, by A.
+ */
+import { createRequire } from "node:module";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
+import type { QuantizedTensor } from "../src/quant/format.js";
+import { allocateQuantized, isQuantized } from "../src/quant/format.js";
+
+const { values: v, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
+    rows: { type: "string", default: "1,4" },
+    dtype: { type: "string", default: "bf16" },
+    passes: { type: "string", default: "31" },
+  },
+});
+if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4] [--passes 31]");
+
+/** The slice of the addon's raw API this script calls (native-kernels.ts wraps the rest). */
+interface RawAddon {
+  linear(x: Float32Array, rows: number, w: Uint16Array, dtype: number, outDim: number, inDim: number, bias: null, y: Float32Array, mode: number): void;
+  linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null, outDim: number, bias: null, y: Float32Array): void;
+  quantize(w: Uint16Array, dtype: number, rows: number, cols: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null): unknown;
+}
+
+const require = createRequire(import.meta.url);
+const builds = positionals.map((p) => require(resolve(p)) as RawAddon);
+const scheme = v.dtype === "q8" ? 8 : v.dtype === "q4" ? 4 : 0;
+const passes = Number(v.passes);
+
+const file = SafetensorsFile.open(join(v.model!, "model.safetensors"));
+const names = file.names().filter((n) => n.includes("text_model.layers") && n.endsWith("proj.weight"));
+const weights: (Tensor | QuantizedTensor)[] = names.map((n) => {
+  const w = file.read(n);
+  if (w.dtype !== "BF16") throw new Error(`${n}: expected a bf16 checkpoint, got ${w.dtype}`);
+  if (!scheme) return w;
+  const q = allocateQuantized(scheme === 8 ? "q8" : "q4", w.shape as [number, number]);
+  builds[0]!.quantize(w.data as Uint16Array, 1, w.shape[0]!, w.shape[1]!, scheme, q.data, q.scales, q.mins);
+  return q;
+});
+const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? w.data.byteLength + w.scales.byteLength + (w.mins?.byteLength ?? 0) : w.data.byteLength), 0);
+
+function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): number {
+  const t0 = performance.now();
+  weights.forEach((w, i) => {
+    const [outDim, inDim] = w.shape as [number, number];
+    if (isQuantized(w)) a.linearQuant(x, rows, inDim, scheme, w.data, w.scales, w.mins, outDim, null, ys[i]!);
+    else a.linear(x, rows, w.data as Uint16Array, 1, outDim, inDim, null, ys[i]!, 0);
+  });
+  return performance.now() - t0;
+}
+
+const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
+console.log(`${names.length} text weights, ${(bytes / 1e6).toFixed(0)} MB as ${v.dtype}; A ${positionals[0]}, B ${positionals[1]}; ${passes} passes each, alternating`);
+for (const rows of v.rows!.split(",").map(Number)) {
+  const x = new Float32Array(rows * 4096).map((_, i) => Math.sin(i) * 0.5);
+  const ys = weights.map((w) => new Float32Array(rows * w.shape[0]!));
+  const times: number[][] = [[], []];
+  for (let p = 0; p < passes; p++) {
+    for (const b of p % 2 ? [1, 0] : [0, 1]) times[b]!.push(pass(builds[b]!, rows, x, ys));
+  }
+  const [ta, tb] = [median(times[0]!), median(times[1]!)];
+  const rate = (ms: number): string => `${((bytes / ms) * 1e-6).toFixed(1)} GB/s`;
+  console.log(`rows ${rows}: A ${ta.toFixed(2)} ms (${rate(ta)}), B ${tb.toFixed(2)} ms (${rate(tb)}): B is ${(ta / tb).toFixed(3)}x A`);
+}
