@@ -336,7 +336,7 @@ napi_value make_bool(napi_env env, bool b) {
   return v;
 }
 
-// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, neon } }
+// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, neon, dotprod } }
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value o, isas, features, threads;
   napi_create_object(env, &o);
@@ -354,6 +354,7 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, features, "avx512", make_bool(env, f.avx512));
   napi_set_named_property(env, features, "avx512bf16", make_bool(env, f.avx512bf16));
   napi_set_named_property(env, features, "avx512vnni", make_bool(env, f.avx512vnni));
+  napi_set_named_property(env, features, "dotprod", make_bool(env, f.dotprod));
   napi_set_named_property(env, features, "neon", make_bool(env, f.neon));
   napi_set_named_property(env, o, "features", features);
   return o;

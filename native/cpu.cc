@@ -26,6 +26,10 @@
 #if defined(__linux__)
 #include <sched.h>
 #endif
+#if defined(__linux__) && defined(__aarch64__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 #if defined(__APPLE__)
 #include <sys/sysctl.h>
 #endif
@@ -83,6 +87,13 @@ CpuFeatures detect() {
   }
 #elif defined(__aarch64__)
   f.neon = true;
+#if defined(__linux__)
+  f.dotprod = getauxval(AT_HWCAP) & HWCAP_ASIMDDP;
+#elif defined(__APPLE__)
+  int dot = 0;
+  size_t size = sizeof dot;
+  f.dotprod = sysctlbyname("hw.optional.arm.FEAT_DotProd", &dot, &size, nullptr, 0) == 0 && dot != 0;
+#endif
 #endif
   return f;
 }

@@ -20,6 +20,7 @@ struct CpuFeatures {
   bool avx512bf16 = false; // AVX512_BF16 (vdpbf16ps, vcvtneps2bf16)
   bool avx512vnni = false;
   bool neon = false;
+  bool dotprod = false;    // arm64 SDOT/UDOT (FEAT_DotProd: Armv8.4, optional from Armv8.2)
 };
 
 const CpuFeatures& cpu_features();

@@ -639,6 +639,81 @@ void expand_row_task(void* ctx, size_t i) {
   }
 }
 
+#ifdef SMOLVLM_ARM64
+// The few-row kernel with the Armv8.2 dot-product instructions (sdot: 4 int8 products summed into
+// each int32 lane), compiled for that extension and used only on CPUs that have it.
+SMOLVLM_BEGIN_DOTPROD
+namespace armdot {
+
+// A block's integer dot product with x's codes, as 4 partial sums. Q4_1: the low nibbles are the
+// block's first 16 codes and the high nibbles the last 16 (format.ts), both 0-15, so they can be
+// taken as signed bytes.
+template <int SCHEME>
+inline int32x4_t block_dot(const QuantJob& a, size_t o, size_t b, const int8_t* x) {
+  const int32x4_t zero = vdupq_n_s32(0);
+  if constexpr (SCHEME == 8) {
+    const int8_t* w = static_cast<const int8_t*>(a.wq) + o * a.K + b * QB;
+    return vdotq_s32(vdotq_s32(zero, vld1q_s8(w), vld1q_s8(x)), vld1q_s8(w + 16), vld1q_s8(x + 16));
+  } else {
+    const uint8x16_t p = vld1q_u8(static_cast<const uint8_t*>(a.wq) + (o * a.K + b * QB) / 2);
+    const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(p, vdupq_n_u8(15)));
+    const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(p, 4));
+    return vdotq_s32(vdotq_s32(zero, lo, vld1q_s8(x)), hi, vld1q_s8(x + 16));
+  }
+}
+
+// Four half floats from p as floats.
+inline float32x4_t halves4(const uint16_t* p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+// min_term, four blocks at a time.
+inline float min_term_dot(const QuantJob& a, size_t r, size_t o) {
+  const size_t nb = a.K / QB;
+  const uint16_t* m = a.mins + o * nb;
+  const float* s = a.xq->scaledSum.data() + r * nb;
+  float32x4_t acc = vdupq_n_f32(0.0f);
+  size_t b = 0;
+  for (; b + 4 <= nb; b += 4) acc = vfmaq_f32(acc, halves4(m + b), vld1q_f32(s + b));
+  float v = vaddvq_f32(acc);
+  for (; b < nb; b++) v += f16_to_f32(m[b]) * s[b];
+  return v;
+}
+
+// One output against every row: four blocks per step, their sums reduced pairwise into one vector
+// and scaled by the four blocks' dw·dx at once; leftover blocks one by one.
+template <int SCHEME>
+void gemv_output(const QuantJob& a, size_t o) {
+  const size_t K = a.K, nb = K / QB;
+  const uint16_t* dw = a.scales + o * nb;
+  for (size_t r = 0; r < a.M; r++) {
+    const int8_t* x = a.xq->q.data() + r * K;
+    const float* dx = a.xq->scale.data() + r * nb;
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    size_t b = 0;
+    for (; b + 4 <= nb; b += 4) {
+      const int32x4_t s01 = vpaddq_s32(block_dot<SCHEME>(a, o, b, x + b * QB), block_dot<SCHEME>(a, o, b + 1, x + (b + 1) * QB));
+      const int32x4_t s23 = vpaddq_s32(block_dot<SCHEME>(a, o, b + 2, x + (b + 2) * QB), block_dot<SCHEME>(a, o, b + 3, x + (b + 3) * QB));
+      acc = vfmaq_f32(acc, vcvtq_f32_s32(vpaddq_s32(s01, s23)), vmulq_f32(halves4(dw + b), vld1q_f32(dx + b)));
+    }
+    float v = vaddvq_f32(acc);
+    for (; b < nb; b++) v += f16_to_f32(dw[b]) * dx[b] * static_cast<float>(vaddvq_s32(block_dot<SCHEME>(a, o, b, x + b * QB)));
+    if constexpr (SCHEME == 4) v += min_term_dot(a, r, o);
+    a.y[r * a.N + o] = v + (a.bias ? a.bias[o] : 0.0f);
+  }
+}
+
+template <int SCHEME>
+void gemv_task(const QuantJob& a, size_t t) {
+  const size_t o1 = std::min(a.N, (t + 1) * a.chunk);
+  for (size_t o = t * a.chunk; o < o1; o++) gemv_output<SCHEME>(a, o);
+}
+
+}  // namespace armdot
+SMOLVLM_END_TARGET
+
+// Whether this CPU takes the dot-product kernel (the neon level on a CPU with FEAT_DotProd).
+bool use_dotprod() { return current_isa() == Isa::Neon && cpu_features().dotprod; }
+#endif
+
 // Whether this CPU takes the AVX2 code of this file (AVX-512 CPUs run it too).
 bool use_avx2() {
 #ifdef SMOLVLM_X86
@@ -725,6 +800,9 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
   }
   m.run = portable::gemv_task;
+#ifdef SMOLVLM_ARM64
+  if (use_dotprod()) m.run = scheme == 8 ? armdot::gemv_task<8> : armdot::gemv_task<4>;
+#endif
 #ifdef SMOLVLM_X86
   if (use_avx2()) {
     if (scheme == 4) pair_blocks(xq, M, K);

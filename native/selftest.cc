@@ -2,7 +2,7 @@
 // float64 reference, plus a few timings. Not part of the addon; it exists to exercise code paths
 // that the test machine's CPU cannot (AVX-512, AVX512_BF16, NEON under an emulator).
 //
-//   g++ -std=gnu++17 -O3 -pthread native/selftest.cc native/{cpu,threadpool,matmul,attention,elementwise}.cc -o build/selftest
+//   g++ -std=gnu++17 -O3 -pthread native/selftest.cc native/{cpu,threadpool,matmul,attention,elementwise,quant}.cc -o build/selftest
 //   build/selftest [--bench]
 #include <algorithm>
 #include <chrono>
@@ -376,16 +376,48 @@ void bench() {
 
 }  // namespace
 
+// The quantized few-row linears (and a many-row case) at this ISA against the portable code (the
+// scalar level), which the Node tests hold to the TypeScript reference: 1e-5 relative L2 (the
+// integer products are exact; only the order of the float sums differs).
+void test_quant() {
+  if (current_isa() == Isa::Scalar) return;
+  const size_t shapes[][3] = {{1, 32, 5}, {1, 64, 7}, {1, 96, 9}, {1, 288, 33}, {1, 960, 63}, {2, 128, 4}, {3, 256, 17}, {4, 320, 66}, {8, 160, 9}, {12, 96, 5}};
+  for (int scheme : {8, 4}) {
+    for (auto& sh : shapes) {
+      const size_t M = sh[0], K = sh[1], N = sh[2];
+      auto w = randn(N * K, 0.1f);
+      auto x = randn(M * K);
+      auto bias = randn(N);
+      std::vector<uint8_t> q(scheme == 8 ? N * K : N * K / 2);
+      std::vector<uint16_t> scales(N * K / 32), mins(N * K / 32);
+      quantize_weights(w.data(), kF32, N, K, scheme, q.data(), scales.data(), scheme == 4 ? mins.data() : nullptr);
+      std::vector<float> y(M * N, NAN), yref(M * N, NAN);
+      QuantLinear part{q.data(), scales.data(), scheme == 4 ? mins.data() : nullptr, N, bias.data(), y.data()};
+      linear_quant_many(x.data(), M, K, scheme, &part, 1);
+      const Isa isa = current_isa();
+      set_isa(Isa::Scalar);
+      part.y = yref.data();
+      linear_quant_many(x.data(), M, K, scheme, &part, 1);
+      set_isa(isa);
+      std::vector<double> ref(yref.begin(), yref.end());
+      char what[128];
+      std::snprintf(what, sizeof what, "quantized linear q%d rows=%zu in=%zu out=%zu", scheme, M, K, N);
+      check(what, rel_l2(y, ref), 1e-5);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   const bool doBench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
   const CpuFeatures& f = cpu_features();
-  std::printf("threads %d; avx2 %d avx512 %d avx512bf16 %d neon %d\n", pool_threads(), f.avx2, f.avx512, f.avx512bf16, f.neon);
+  std::printf("threads %d; avx2 %d avx512 %d avx512bf16 %d neon %d dotprod %d\n", pool_threads(), f.avx2, f.avx512, f.avx512bf16, f.neon, f.dotprod);
   for (Isa isa : available_isas()) {
     set_isa(isa);
     std::printf("== %s%s\n", isa_name(isa), linear_bf16_native() ? " (bf16 mode on vdpbf16ps)" : "");
     test_linear();
     test_attention();
     test_elementwise();
+    test_quant();
     if (doBench && isa != Isa::Scalar) bench();
   }
 #ifdef SMOLVLM_X86

@@ -38,18 +38,21 @@
   _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
 #define SMOLVLM_BEGIN_AVX512BF16 \
   _Pragma("clang attribute push(__attribute__((target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_BEGIN_DOTPROD _Pragma("clang attribute push(__attribute__((target(\"dotprod\"))), apply_to = function)")
 #define SMOLVLM_END_TARGET _Pragma("clang attribute pop")
 #elif defined(__GNUC__)
 #define SMOLVLM_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
 #define SMOLVLM_BEGIN_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
 #define SMOLVLM_BEGIN_AVX512BF16 \
   _Pragma("GCC push_options") _Pragma("GCC target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
+#define SMOLVLM_BEGIN_DOTPROD _Pragma("GCC push_options") _Pragma("GCC target(\"arch=armv8.2-a+dotprod\")")
 #define SMOLVLM_END_TARGET _Pragma("GCC pop_options")
 #else
 // MSVC compiles intrinsics anywhere; the dispatcher alone keeps them off CPUs without them.
 #define SMOLVLM_BEGIN_AVX2
 #define SMOLVLM_BEGIN_AVX512
 #define SMOLVLM_BEGIN_AVX512BF16
+#define SMOLVLM_BEGIN_DOTPROD
 #define SMOLVLM_END_TARGET
 #endif
 

@@ -78,7 +78,8 @@ export interface NativeInfo {
   threads: number;
   /** Whether bf16 linear mode runs on vdpbf16ps (AVX512_BF16) at the current ISA. */
   bf16Native: boolean;
-  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean; neon: boolean };
+  /** dotprod: arm64 SDOT (the q8/q4 decode kernel uses it at the neon level). */
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean; neon: boolean; dotprod: boolean };
 }
 
 export type LinearMode = "f32" | "bf16";
