@@ -336,7 +336,7 @@ napi_value make_bool(napi_env env, bool b) {
   return v;
 }
 
-// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, neon, dotprod } }
+// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, avxvnni, neon, dotprod } }
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value o, isas, features, threads;
   napi_create_object(env, &o);
@@ -354,6 +354,7 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_set_named_property(env, features, "avx512", make_bool(env, f.avx512));
   napi_set_named_property(env, features, "avx512bf16", make_bool(env, f.avx512bf16));
   napi_set_named_property(env, features, "avx512vnni", make_bool(env, f.avx512vnni));
+  napi_set_named_property(env, features, "avxvnni", make_bool(env, f.avxvnni));
   napi_set_named_property(env, features, "dotprod", make_bool(env, f.dotprod));
   napi_set_named_property(env, features, "neon", make_bool(env, f.neon));
   napi_set_named_property(env, o, "features", features);
@@ -373,6 +374,20 @@ napi_value SetIsa(napi_env env, napi_callback_info info) {
   }
   Isa isa;
   return make_bool(env, parse_isa(buf, &isa) && set_isa(isa));
+}
+
+// setQuantDot(name) -> boolean: "auto", "maddubs" or "vnni-emulated" (kernels.h set_quant_dot).
+napi_value SetQuantDot(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char buf[32] = {0};
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "smolvlm native setQuantDot: expects a name");
+    return nullptr;
+  }
+  return make_bool(env, set_quant_dot(buf));
 }
 
 }  // namespace
@@ -395,6 +410,7 @@ NAPI_MODULE_INIT() {
       {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setQuantDot", nullptr, SetQuantDot, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"linearQuant", nullptr, LinearQuant, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"quantize", nullptr, Quantize, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"releasePages", nullptr, ReleasePages, nullptr, nullptr, nullptr, napi_default, nullptr},

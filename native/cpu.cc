@@ -81,9 +81,10 @@ CpuFeatures detect() {
   f.avx2 = ymmState && avx2 && fma && f16c;
   f.avx512 = f.avx2 && zmmState && avx512f && avx512dq && avx512bw && avx512vl;
   f.avx512vnni = f.avx512 && (ecx7 & (1u << 11));
-  if (f.avx512 && maxSub7 >= 1) {
+  if (maxSub7 >= 1) {
     cpuid(7, 1, r);
-    f.avx512bf16 = r[0] & (1u << 5);
+    f.avx512bf16 = f.avx512 && (r[0] & (1u << 5));
+    f.avxvnni = f.avx2 && (r[0] & (1u << 4));
   }
 #elif defined(__aarch64__)
   f.neon = true;

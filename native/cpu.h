@@ -18,7 +18,8 @@ struct CpuFeatures {
   bool avx2 = false;       // AVX2 + FMA + F16C with OS support for ymm state
   bool avx512 = false;     // AVX-512 F/BW/VL/DQ with OS support for zmm state
   bool avx512bf16 = false; // AVX512_BF16 (vdpbf16ps, vcvtneps2bf16)
-  bool avx512vnni = false;
+  bool avx512vnni = false; // AVX512_VNNI (vpdpbusd on zmm/ymm with AVX512VL)
+  bool avxvnni = false;    // AVX-VNNI (VEX vpdpbusd on ymm: Alder Lake and later, Zen 5)
   bool neon = false;
   bool dotprod = false;    // arm64 SDOT/UDOT (FEAT_DotProd: Armv8.4, optional from Armv8.2)
 };

@@ -35,6 +35,10 @@ constexpr int kMaxQuantParts = 4;
 // Up to kMaxQuantParts quantized linears of one scheme that read the same x (K % 32 == 0): x is
 // quantized once and all of them run in one fork-join.
 void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count);
+// The integer dot product of the x86 few-row quantized kernels: "auto" (vpdpbusd where the CPU has
+// VNNI, else vpmaddubsw), "maddubs", or "vnni-emulated" (the VNNI kernels' code with vpdpbusd
+// emulated in AVX2, for tests on CPUs without VNNI). False for an unknown name.
+bool set_quant_dot(const char* name);
 
 void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y);
 void layer_norm(const float* x, size_t rows, size_t dim, const float* weight, const float* bias, float eps, float* y);

@@ -11,6 +11,8 @@
 //    same numbers (dx·qx times dw·qw); on an AVX2 CPU without VNNI the FMA units multiply faster
 //    than vpmaddubsw with a per-block rescale, so this path keeps prompt processing as fast as
 //    bf16 weights.
+#include <atomic>
+#include <string>
 #include <vector>
 
 #include "cpu.h"
@@ -270,271 +272,12 @@ void gemv_task(const QuantJob& a, size_t t) {
 SMOLVLM_BEGIN_AVX2
 namespace avx2 {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
+// vpmaddubsw (u8 x s8 -> pairs summed into int16) then vpmaddwd with ones (pairs into int32).
+inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)); }
+inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
+  return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a1, b1), _mm256_maddubs_epi16(a2, b2)), _mm256_set1_epi16(1));
 }
-
-// The next block's scales (and Q4_1 minimums), prefetched with its codes: a few cache lines each.
-inline void prefetch_scales(const QuantJob& a, size_t row, size_t rows) {
-  const size_t nb = a.K / QB, bytes = rows * nb * 2;
-  const char* sc = reinterpret_cast<const char*>(a.scales + row * nb);
-  for (size_t i = 0; i < bytes; i += 64) SMOLVLM_PREFETCH(sc + i);
-  if (a.mins) {
-    const char* mn = reinterpret_cast<const char*>(a.mins + row * nb);
-    for (size_t i = 0; i < bytes; i += 64) SMOLVLM_PREFETCH(mn + i);
-  }
-}
-
-// min_term with F16C conversions, 8 blocks at a time.
-inline float min_term_avx2(const QuantJob& a, size_t r, size_t o) {
-  const size_t nb = a.K / QB;
-  const uint16_t* m = a.mins + o * nb;
-  const float* s = a.xq->scaledSum.data() + r * nb;
-  __m256 acc = _mm256_setzero_ps();
-  size_t b = 0;
-  for (; b + 8 <= nb; b += 8) {
-    acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(m + b))), _mm256_loadu_ps(s + b), acc);
-  }
-  float v = hsum(acc);
-  for (; b < nb; b++) v += _cvtsh_ss(m[b]) * s[b];
-  return v;
-}
-
-// A block's 32 weight codes as bytes: Q8_0 as they are; Q4_1 unpacked (low nibbles are values
-// 0-15 in the low lane, high nibbles values 16-31 in the high lane).
-template <int SCHEME>
-inline __m256i load_codes(const void* wq, size_t index) {
-  if constexpr (SCHEME == 8) {
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const int8_t*>(wq) + index));
-  } else {
-    const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(wq) + index / 2));
-    const __m128i low = _mm_set1_epi8(0x0f);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low), _mm_and_si128(packed, low));
-  }
-}
-
-// 8 partial int32 sums of w·x over a block. vpmaddubsw multiplies unsigned by signed bytes, so a
-// signed Q8_0 weight gives its magnitude and moves its sign onto x; Q4_1 codes are unsigned already.
-// `wu` is the unsigned operand: |w| for Q8_0 (computed once per block for all rows), w for Q4_1.
-template <int SCHEME>
-inline __m256i block_dot(__m256i w, __m256i wu, __m256i x) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  if constexpr (SCHEME == 8) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wu, _mm256_sign_epi8(x, w)), ones);
-  } else {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(wu, x), ones);
-  }
-}
-
-// Rows [r0, r0 + R) against outputs [o, o + NO): weight codes loaded once per block for all R rows.
-template <int SCHEME, int R, int NO>
-void gemv_block(const QuantJob& a, size_t r0, size_t o) {
-  const size_t K = a.K, nb = K / QB;
-  const int8_t* xq = a.xq->q.data() + r0 * K;
-  const float* xd = a.xq->scale.data() + r0 * nb;
-  __m256 acc[R][NO];
-  for (int r = 0; r < R; r++)
-    for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
-  // The next block of rows' codes, prefetched while this one streams (short rows start many
-  // brief streams that the hardware prefetcher picks up late).
-  constexpr size_t BYTES_PER_VALUE_X2 = SCHEME == 8 ? 2 : 1;
-  const char* ahead = static_cast<const char*>(a.wq) + (o + NO) * K * BYTES_PER_VALUE_X2 / 2;
-  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K * BYTES_PER_VALUE_X2 / 2 : 0;
-  if (aheadBytes) prefetch_scales(a, o + NO, NO);
-  const size_t pfStep = (aheadBytes + nb - 1) / nb;
-  size_t pf = 0;
-  for (size_t b = 0; b < nb; b++) {
-    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
-    __m256i w[NO], wu[NO];
-    float dw[NO];
-    for (int j = 0; j < NO; j++) {
-      w[j] = load_codes<SCHEME>(a.wq, (o + j) * K + b * QB);
-      wu[j] = SCHEME == 8 ? _mm256_sign_epi8(w[j], w[j]) : w[j];
-      dw[j] = _cvtsh_ss(a.scales[(o + j) * nb + b]);
-    }
-    for (int r = 0; r < R; r++) {
-      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + r * K + b * QB));
-      const float dx = xd[r * nb + b];
-      for (int j = 0; j < NO; j++) {
-        const __m256 dot = _mm256_cvtepi32_ps(block_dot<SCHEME>(w[j], wu[j], x));
-        acc[r][j] = _mm256_fmadd_ps(dot, _mm256_set1_ps(dw[j] * dx), acc[r][j]);
-      }
-    }
-  }
-  for (int r = 0; r < R; r++) {
-    for (int j = 0; j < NO; j++) {
-      float v = hsum(acc[r][j]);
-      if constexpr (SCHEME == 4) v += min_term_avx2(a, r0 + r, o + j);
-      a.y[(r0 + r) * a.N + o + j] = v + (a.bias ? a.bias[o + j] : 0.0f);
-    }
-  }
-}
-
-// Q4_1 helpers for the kernels below, which take blocks in pairs (2p, 2p + 1): one 32-byte load
-// holds both blocks' packed codes; its low nibbles meet the pair's first halves of x, its high
-// nibbles the second halves (QuantizedRows::qPairs).
-inline void unpack_pair(const uint8_t* packed, __m256i& lo, __m256i& hi) {
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(packed));
-  lo = _mm256_and_si256(v, low);
-  hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-}
-
-// The pair's integer dot products with x (qPairs order) as floats: 4 partial sums of block 2p in
-// the low lane, 4 of block 2p + 1 in the high lane.
-inline __m256 pair_dot(__m256i lo, __m256i hi, const int8_t* x) {
-  const __m256i xa = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  const __m256i xb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + 32));
-  const __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
-}
-
-// One weight row's scales of pair p, spread over the lanes of its blocks: [dw(2p) x4 | dw(2p+1) x4].
-inline __m256 pair_weight_scales(const QuantJob& a, size_t row, size_t p) {
-  uint32_t bits;
-  std::memcpy(&bits, a.scales + row * (a.K / QB) + 2 * p, 4);
-  const __m256i spread = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0);
-  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)))), spread);
-}
-
-// Output (row r, o) from its pair accumulator: the lanes summed, plus an odd last block (one block
-// as gemv_block does it), the minimum term and the bias.
-inline void store_q4_output(const QuantJob& a, size_t r, size_t o, __m256 acc) {
-  const size_t K = a.K, nb = K / QB, last = nb - 1;
-  float v = hsum(acc);
-  if (nb % 2) {
-    const __m256i w = load_codes<4>(a.wq, o * K + last * QB);
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.xq->qPairs.data() + r * K + last * QB));
-    v += _cvtsh_ss(a.scales[o * nb + last]) * a.xq->scale[r * nb + last] * hsum(_mm256_cvtepi32_ps(block_dot<4>(w, w, x)));
-  }
-  v += min_term_avx2(a, r, o);
-  a.y[r * a.N + o] = v + (a.bias ? a.bias[o] : 0.0f);
-}
-
-// Q4_1, rows [r0, r0 + R) against outputs [o, o + NO), one pair of blocks per step, unpacked once
-// for all R rows; one rescale covers both blocks ([dw dx] x4 for each). Halves the shuffling and
-// rescaling per block of gemv_block.
-template <int R, int NO>
-void gemv_block_q4_pairs(const QuantJob& a, size_t r0, size_t o) {
-  const size_t K = a.K, nb = K / QB, np = nb / 2;
-  const int8_t* xq = a.xq->qPairs.data() + r0 * K;
-  const float* xs = a.xq->scalePairs.data() + r0 * np * 8;
-  const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
-  __m256 acc[R][NO];
-  for (int r = 0; r < R; r++)
-    for (int j = 0; j < NO; j++) acc[r][j] = _mm256_setzero_ps();
-  const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
-  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
-  if (aheadBytes) prefetch_scales(a, o + NO, NO);
-  const size_t pfStep = np ? (aheadBytes + np - 1) / np : 0;
-  size_t pf = 0;
-  for (size_t p = 0; p < np; p++) {
-    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
-    for (int j = 0; j < NO; j++) {
-      const size_t row = o + j;
-      __m256i lo, hi;
-      unpack_pair(wq + (row * K + 2 * p * QB) / 2, lo, hi);
-      const __m256 dw = pair_weight_scales(a, row, p);
-      for (int r = 0; r < R; r++) {
-        const __m256 dot = pair_dot(lo, hi, xq + r * K + 2 * p * QB);
-        acc[r][j] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_loadu_ps(xs + (r * np + p) * 8)), acc[r][j]);
-      }
-    }
-  }
-  for (int r = 0; r < R; r++)
-    for (int j = 0; j < NO; j++) store_q4_output(a, r0 + r, o + j, acc[r][j]);
-}
-
-// Q4_1, one row (decoding one sequence) against outputs [o, o + NO), four pairs of blocks per step:
-// the 8 blocks' weight scales are converted with one vcvtph2ps, reordered even/odd once and
-// multiplied by the row's 8 scales once; each pair then takes its two scales with an in-lane
-// shuffle. Leftover pairs go one at a time, as in gemv_block_q4_pairs.
-template <int NO>
-void gemv_row_q4_quads(const QuantJob& a, size_t r0, size_t o) {
-  const size_t K = a.K, nb = K / QB, np = nb / 2, nq = np / 4;
-  const int8_t* x = a.xq->qPairs.data() + r0 * K;
-  const float* xs = a.xq->scaleQuads.data() + r0 * nq * 8;
-  const uint8_t* wq = static_cast<const uint8_t*>(a.wq);
-  const __m256i evenOdd = _mm256_set_epi32(7, 5, 3, 1, 6, 4, 2, 0);
-  __m256 acc[NO];
-  for (int j = 0; j < NO; j++) acc[j] = _mm256_setzero_ps();
-  const char* ahead = reinterpret_cast<const char*>(wq) + (o + NO) * K / 2;
-  const size_t aheadBytes = o + 2 * NO <= a.N ? NO * K / 2 : 0;
-  if (aheadBytes) prefetch_scales(a, o + NO, NO);
-  const size_t pfStep = nq ? (aheadBytes + nq - 1) / nq : 0;
-  size_t pf = 0;
-  auto pair = [&](const uint8_t* packed, const int8_t* xp, __m256 scale, __m256& sum) {
-    __m256i lo, hi;
-    unpack_pair(packed, lo, hi);
-    sum = _mm256_fmadd_ps(pair_dot(lo, hi, xp), scale, sum);
-  };
-  // Each output's codes and scales advance by a fixed step per quad: one pointer each, moved along
-  // rather than row offsets recomputed every step.
-  const uint8_t* wRow = wq + o * K / 2;
-  const uint16_t* sRow = a.scales + o * nb;
-  for (size_t g = 0; g < nq; g++, wRow += 4 * QB, sRow += 8) {
-    for (size_t end = std::min(aheadBytes, pf + pfStep); pf < end; pf += 64) SMOLVLM_PREFETCH(ahead + pf);
-    const __m256 dx = _mm256_loadu_ps(xs + g * 8);
-    const int8_t* xp = x + 8 * g * QB;
-    for (int j = 0; j < NO; j++) {
-      const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sRow + j * nb));
-      const __m256 sc = _mm256_mul_ps(_mm256_permutevar8x32_ps(_mm256_cvtph_ps(halves), evenOdd), dx);
-      const uint8_t* w = wRow + j * (K / 2);
-      pair(w, xp, _mm256_permute_ps(sc, 0x00), acc[j]);
-      pair(w + 32, xp + 64, _mm256_permute_ps(sc, 0x55), acc[j]);
-      pair(w + 64, xp + 128, _mm256_permute_ps(sc, 0xaa), acc[j]);
-      pair(w + 96, xp + 192, _mm256_permute_ps(sc, 0xff), acc[j]);
-    }
-  }
-  const float* xsPairs = a.xq->scalePairs.data() + r0 * np * 8;
-  for (size_t p = nq * 4; p < np; p++) {
-    for (int j = 0; j < NO; j++) {
-      const size_t row = o + j;
-      pair(wq + (row * K + 2 * p * QB) / 2, x + 2 * p * QB, _mm256_mul_ps(pair_weight_scales(a, row, p), _mm256_loadu_ps(xsPairs + p * 8)), acc[j]);
-    }
-  }
-  for (int j = 0; j < NO; j++) store_q4_output(a, r0, o + j, acc[j]);
-}
-
-// Every row against outputs [o, o + NO), in groups of up to 4 rows (R x NO accumulators fit the
-// 16 ymm registers with the codes).
-template <int SCHEME, int R, int NO>
-inline void gemv_group(const QuantJob& a, size_t r0, size_t o) {
-  if constexpr (SCHEME == 4 && R == 1) {
-    gemv_row_q4_quads<NO>(a, r0, o);
-  } else if constexpr (SCHEME == 4) {
-    gemv_block_q4_pairs<R, NO>(a, r0, o);
-  } else {
-    gemv_block<SCHEME, R, NO>(a, r0, o);
-  }
-}
-
-template <int SCHEME, int NO>
-void gemv_rows(const QuantJob& a, size_t o) {
-  size_t r = 0;
-  for (; r + 4 <= a.M; r += 4) gemv_group<SCHEME, 4, NO>(a, r, o);
-  switch (a.M - r) {
-    case 3: gemv_group<SCHEME, 3, NO>(a, r, o); break;
-    case 2: gemv_group<SCHEME, 2, NO>(a, r, o); break;
-    case 1: gemv_group<SCHEME, 1, NO>(a, r, o); break;
-    default: break;
-  }
-}
-
-template <int SCHEME>
-void gemv_task(const QuantJob& a, size_t t) {
-  const size_t o0 = t * a.chunk, o1 = std::min(a.N, o0 + a.chunk);
-  size_t o = o0;
-  if (a.M == 1) {
-    for (; o + 4 <= o1; o += 4) gemv_rows<SCHEME, 4>(a, o);
-  } else {
-    for (; o + 2 <= o1; o += 2) gemv_rows<SCHEME, 2>(a, o);
-  }
-  for (; o < o1; o++) gemv_rows<SCHEME, 1>(a, o);
-}
+#include "quant_gemv_impl.inc"
 
 // expand_row (below) with AVX2: the same products, 8 at a time.
 void expand_block(const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t K, size_t row, size_t b, float* out) {
@@ -579,7 +322,67 @@ void round_trip_block(const float* x, float* out) {
 
 }  // namespace avx2
 SMOLVLM_END_TARGET
+
+// The same kernels with vpdpbusd (u8 x s8, four products summed into each int32 lane, no
+// intermediate int16): on ymm registers, EVEX-encoded for AVX512-VNNI CPUs (AVX512VL) and
+// VEX-encoded for AVX-VNNI ones (Alder Lake and later, Zen 5 and later).
+#if defined(__clang__)
+#define SMOLVLM_BEGIN_AVX512VNNI _Pragma("clang attribute push(__attribute__((target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#elif defined(__GNUC__)
+#define SMOLVLM_BEGIN_AVX512VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\")")
+#else
+#define SMOLVLM_BEGIN_AVX512VNNI
 #endif
+SMOLVLM_BEGIN_AVX512VNNI
+namespace avx512vnni {
+inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b); }
+inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
+  return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
+}
+#include "quant_gemv_impl.inc"
+}  // namespace avx512vnni
+SMOLVLM_END_TARGET
+
+// AVX-VNNI needs GCC 11 or clang 12; older compilers build without it.
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
+#define SMOLVLM_HAVE_AVXVNNI 1
+#if defined(__clang__)
+#define SMOLVLM_BEGIN_AVXVNNI _Pragma("clang attribute push(__attribute__((target(\"avxvnni,avx2,fma,f16c\"))), apply_to = function)")
+#else
+#define SMOLVLM_BEGIN_AVXVNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avxvnni,avx2,fma,f16c\")")
+#endif
+SMOLVLM_BEGIN_AVXVNNI
+namespace avxvnni {
+inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b); }
+inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
+  return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
+}
+#include "quant_gemv_impl.inc"
+}  // namespace avxvnni
+SMOLVLM_END_TARGET
+#endif
+
+// vpdpbusd emulated exactly with AVX2 (even and odd bytes widened to 16 bits, multiplied, then
+// adjacent pairs summed into int32): the VNNI builds' code path, runnable on any AVX2 CPU so that
+// tests cover it where no VNNI hardware is at hand (setQuantDot("vnni-emulated")). Not used otherwise.
+SMOLVLM_BEGIN_AVX2
+namespace vnniemu {
+inline __m256i dot_u8s8(__m256i a, __m256i b) {
+  const __m256i aEven = _mm256_and_si256(a, _mm256_set1_epi16(0x00ff)), aOdd = _mm256_srli_epi16(a, 8);
+  const __m256i bEven = _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8), bOdd = _mm256_srai_epi16(b, 8);
+  const __m256i ones = _mm256_set1_epi16(1);
+  return _mm256_add_epi32(_mm256_madd_epi16(_mm256_mullo_epi16(aEven, bEven), ones), _mm256_madd_epi16(_mm256_mullo_epi16(aOdd, bOdd), ones));
+}
+inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) { return _mm256_add_epi32(dot_u8s8(a1, b1), dot_u8s8(a2, b2)); }
+#include "quant_gemv_impl.inc"
+}  // namespace vnniemu
+SMOLVLM_END_TARGET
+#endif
+
+// Which integer dot product the x86 few-row kernels use: chosen from the CPU (QuantDot::Auto) or
+// forced by tests (setQuantDot).
+enum class QuantDot { Auto, Maddubs, VnniEmulated };
+std::atomic<QuantDot> g_quantDot{QuantDot::Auto};
 
 // Several weights that multiply the same input (q/k/v, gate/up) in one fork-join: the input is
 // quantized once and the threads share out the chunks of all of them.
@@ -768,6 +571,20 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
 
 }  // namespace
 
+bool set_quant_dot(const char* name) {
+  const std::string n = name;
+  if (n == "auto") {
+    g_quantDot = QuantDot::Auto;
+  } else if (n == "maddubs") {
+    g_quantDot = QuantDot::Maddubs;
+  } else if (n == "vnni-emulated") {
+    g_quantDot = QuantDot::VnniEmulated;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int scheme, void* q, uint16_t* scales, uint16_t* mins) {
   QuantizeJob j{w, dtype, cols, scheme, q, scales, mins, false};
   parallel_for(rows, quantize_row_task, &j);
@@ -807,6 +624,17 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   if (use_avx2()) {
     if (scheme == 4) pair_blocks(xq, M, K);
     m.run = scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>;
+    const QuantDot dot = g_quantDot.load(std::memory_order_relaxed);
+    const CpuFeatures& f = cpu_features();
+    if (dot == QuantDot::VnniEmulated) {
+      m.run = scheme == 8 ? vnniemu::gemv_task<8> : vnniemu::gemv_task<4>;
+    } else if (dot == QuantDot::Auto && current_isa() == Isa::Avx512 && f.avx512vnni) {
+      m.run = scheme == 8 ? avx512vnni::gemv_task<8> : avx512vnni::gemv_task<4>;
+#ifdef SMOLVLM_HAVE_AVXVNNI
+    } else if (dot == QuantDot::Auto && f.avxvnni) {
+      m.run = scheme == 8 ? avxvnni::gemv_task<8> : avxvnni::gemv_task<4>;
+#endif
+    }
   }
 #endif
   m.striped = StripedTasks(m.firstTask[count], threads);

@@ -167,6 +167,34 @@ describe("native quantized linear against the reference", { skip }, () => {
     }
   }
 
+  // The VNNI kernels (vpdpbusd) cannot run on a CPU without VNNI; their code runs here with the
+  // instruction emulated in AVX2 (setQuantDot), against the same reference.
+  test("x86 VNNI kernel code (vpdpbusd emulated): rows x in x out over the same shapes, relative L2 <= 1e-5", (t) => {
+    if (!native!.info().isas.includes("avx2")) return t.skip("needs AVX2");
+    assert.equal(native!.setQuantDot("nonsense" as "auto"), false);
+    assert.ok(native!.setIsa("avx2"));
+    assert.ok(native!.setQuantDot("vnni-emulated"));
+    try {
+      for (const scheme of SCHEMES) {
+        for (const [rows, inDim, outDim] of SHAPES) {
+          const w = quantizeReference(randomWeight("BF16", outDim, inDim, rows * 7 + outDim), scheme);
+          const x = randomArray(rows * inDim, inDim + outDim, 2);
+          const bias = outDim % 2 ? randomArray(outDim, 5) : null;
+          const err = relL2(native!.linear(x, rows, w, bias), linearQuantizedReference(x, rows, w, bias));
+          assert.ok(err <= 1e-5, `emulated VNNI ${scheme} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
+        }
+        // Extreme codes and activations: every product at its largest magnitude, both signs.
+        const w = quantizeReference({ dtype: "F32", shape: [8, 64], data: Float32Array.from({ length: 512 }, (_, i) => (i % 3 === 0 ? -1 : 1)) }, scheme);
+        const x = Float32Array.from({ length: 2 * 64 }, (_, i) => (i % 5 === 0 ? -1 : 1));
+        const err = relL2(native!.linear(x, 2, w), linearQuantizedReference(x, 2, w, null));
+        assert.ok(err <= 1e-5, `emulated VNNI ${scheme} extremes: relative L2 ${err.toExponential(3)}`);
+      }
+    } finally {
+      native!.setQuantDot("auto");
+      native!.setIsa(initial!);
+    }
+  });
+
   test("q8 and q4 errors on uniform weights stay at the theory's 1/127 and 1/15 of the signal", () => {
     const w = randomWeight("F32", 256, 960, 21);
     const x = randomArray(4 * 960, 22);

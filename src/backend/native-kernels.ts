@@ -34,6 +34,7 @@ interface NativeAddon {
   addInPlace(a: Float32Array, b: Float32Array): void;
   info(): NativeInfo;
   setIsa(isa: string): boolean;
+  setQuantDot(name: string): boolean;
   mapFile(path: string): ArrayBuffer;
   measurePeakFlops(seconds: number): PeakFlops;
   measureBandwidth(bytes: number, seconds: number): Bandwidth;
@@ -78,11 +79,15 @@ export interface NativeInfo {
   threads: number;
   /** Whether bf16 linear mode runs on vdpbf16ps (AVX512_BF16) at the current ISA. */
   bf16Native: boolean;
-  /** dotprod: arm64 SDOT (the q8/q4 decode kernel uses it at the neon level). */
-  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean; neon: boolean; dotprod: boolean };
+  /**
+   * avx512vnni / avxvnni: vpdpbusd (the q8/q4 decode kernels use it at the avx512 / avx2 level);
+   * dotprod: arm64 SDOT (used at the neon level).
+   */
+  features: { avx2: boolean; avx512: boolean; avx512bf16: boolean; avx512vnni: boolean; avxvnni: boolean; neon: boolean; dotprod: boolean };
 }
 
 export type LinearMode = "f32" | "bf16";
+export type QuantDot = "auto" | "maddubs" | "vnni-emulated";
 
 export interface NativeKernels extends Kernels {
   /**
@@ -99,6 +104,12 @@ export interface NativeKernels extends Kernels {
   info(): NativeInfo;
   /** Switches the instruction set (for tests and benchmarks); false if this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
+  /**
+   * The integer dot product of the x86 q8/q4 decode kernels: "auto" (vpdpbusd on VNNI CPUs, else
+   * vpmaddubsw), "maddubs", or "vnni-emulated" (the VNNI kernels' code with vpdpbusd emulated in
+   * AVX2: for tests on CPUs without VNNI). Returns false for an unknown name.
+   */
+  setQuantDot(name: QuantDot): boolean;
   /** Float32 FMA peak of this machine at the current ISA, measured for about `seconds` (benchmarks). */
   measurePeakFlops(seconds?: number): PeakFlops;
   /** Streaming read bandwidth over a buffer of `bytes`, measured for about `seconds` (benchmarks). */
@@ -273,6 +284,7 @@ export function loadNativeKernels(): NativeKernels | null {
     addInPlace: (x, b) => a.addInPlace(x, b),
     info: () => a.info(),
     setIsa: (isa) => a.setIsa(isa),
+    setQuantDot: (name) => a.setQuantDot(name),
     measurePeakFlops: (seconds = 1) => a.measurePeakFlops(seconds),
     measureBandwidth: (bytes = 512 * 1024 * 1024, seconds = 2) => a.measureBandwidth(bytes, seconds),
   };
