@@ -361,32 +361,31 @@ napi_value Info(napi_env env, napi_callback_info) {
   return o;
 }
 
+// The one string argument of a setter (up to 31 bytes) into buf; false (with a TypeError thrown)
+// when there is none.
+bool read_name(napi_env env, napi_callback_info info, const char* fn, char (&buf)[32]) {
+  napi_value argv[1];
+  size_t argc = 1, len = 0;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string("smolvlm native ") + fn + ": expects a name").c_str());
+    return false;
+  }
+  return true;
+}
+
 // setIsa(name) -> boolean (false: unknown or not supported by this CPU; nothing changes)
 napi_value SetIsa(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  size_t argc = 1;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   char buf[32] = {0};
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "smolvlm native setIsa: expects an ISA name");
-    return nullptr;
-  }
+  if (!read_name(env, info, "setIsa", buf)) return nullptr;
   Isa isa;
   return make_bool(env, parse_isa(buf, &isa) && set_isa(isa));
 }
 
 // setQuantDot(name) -> boolean: "auto", "maddubs" or "vnni-emulated" (kernels.h set_quant_dot).
 napi_value SetQuantDot(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  size_t argc = 1;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
   char buf[32] = {0};
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], buf, sizeof buf, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "smolvlm native setQuantDot: expects a name");
-    return nullptr;
-  }
+  if (!read_name(env, info, "setQuantDot", buf)) return nullptr;
   return make_bool(env, set_quant_dot(buf));
 }
 
