@@ -261,6 +261,11 @@ napi_value Attention(napi_env env, napi_callback_info info) {
   const double scale = a.number(8, "scale");
   const double offset = a.number(9, "causalOffset");
   const size_t kvDtype = a.is_nullish(11) ? 0 : a.count(11, "kvDtype");
+  // Optional strides (kernels.h AttentionArgs); the default is position-major rows.
+  const size_t rowStride = a.is_nullish(12) ? mul(kvHeads, headDim) : a.count(12, "kvRowStride");
+  const size_t headStride = a.is_nullish(13) ? headDim : a.count(13, "kvHeadStride");
+  // Elements k and v must hold: the last head's last position's row.
+  const size_t kvExtent = seqK == 0 || kvHeads == 0 ? 0 : mul(seqK - 1, rowStride) + mul(kvHeads - 1, headStride) + headDim;
   if (a.ok() && kvDtype > 1) a.fail("kvDtype must be 0 (F32) or 1 (BF16)");
   if (a.ok() && (kvHeads == 0 || heads % kvHeads != 0)) a.fail("numHeads must be a multiple of numKvHeads");
   if (a.ok() && offset != std::floor(offset)) a.fail("causalOffset must be a whole number (or -1 for none)");
@@ -268,9 +273,9 @@ napi_value Attention(napi_env env, napi_callback_info info) {
   Array q = a.array(0, napi_float32_array, "q");
   a.need(q, mul(seqQ, mul(heads, headDim)), "q");
   Array k = a.array(1, kvType, "k");
-  a.need(k, mul(seqK, mul(kvHeads, headDim)), "k");
+  a.need(k, kvExtent, "k");
   Array v = a.array(2, kvType, "v");
-  a.need(v, mul(seqK, mul(kvHeads, headDim)), "v");
+  a.need(v, kvExtent, "v");
   Array out = a.array(10, napi_float32_array, "out");
   a.need(out, mul(seqQ, mul(heads, headDim)), "out");
   if (!a.ok()) return nullptr;
@@ -285,7 +290,9 @@ napi_value Attention(napi_env env, napi_callback_info info) {
                      headDim,
                      static_cast<float>(scale),
                      offset < 0 ? -1 : static_cast<long long>(offset),
-                     kvDtype == 1 ? kBF16 : kF32};
+                     kvDtype == 1 ? kBF16 : kF32,
+                     rowStride,
+                     headStride};
   attention(args);
   return nullptr;
 }

@@ -56,6 +56,10 @@ struct AttentionArgs {
   float scale;
   long long causalOffset;  // < 0: no mask
   int kvDtype;             // kF32 or kBF16 (a bf16 KV cache)
+  // Element strides of k and v: position t, KV head h starts at t * kvRowStride + h * kvHeadStride.
+  // 0 means the position-major default: kvRowStride = numKvHeads * headDim, kvHeadStride = headDim.
+  // A head-major cache ([head][capacity][headDim]) passes headDim and capacity * headDim.
+  size_t kvRowStride = 0, kvHeadStride = 0;
 };
 void attention(const AttentionArgs& a);
 

@@ -14,13 +14,15 @@ test("a bf16 cache stores each key and value rounded to nearest even, and grows 
   k[2] = NaN;
   cache.write(1, 0, k, v, 3);
   cache.length = 3;
-  const keys = cache.layerKeys(1);
-  assert.ok(keys instanceof Uint16Array);
+  assert.ok(cache.layerKeys(1) instanceof Uint16Array);
+  const rows = (which: "keys" | "values") => Uint16Array.from([0, 1, 2].flatMap((t) => [...cache.position(1, which, t)]));
+  const keys = rows("keys");
   assert.equal(bf16ToF32(keys[0]!), 1);
   assert.equal(bf16ToF32(keys[1]!), 1 + 2 ** -6);
   assert.ok(Number.isNaN(bf16ToF32(keys[2]!)));
   for (let i = 3; i < 24; i++) assert.equal(keys[i], f32ToBf16(k[i]!));
-  for (let i = 0; i < 24; i++) assert.equal(cache.layerValues(1)[i], f32ToBf16(v[i]!));
+  const values = rows("values");
+  for (let i = 0; i < 24; i++) assert.equal(values[i], f32ToBf16(v[i]!));
   assert.equal(cache.bytesUsed(), 4 * 8 * 2 * 2 * 2); // capacity grew 1 -> 4 positions
 });
 
@@ -34,5 +36,36 @@ test("a bf16 cache holds half the bytes of a float32 one; prefix copies need the
   other.length = 4;
   b.copyPrefixFrom(other, 4);
   assert.equal(b.length, 4);
-  assert.deepEqual(b.layerKeys(0).subarray(0, 1280), other.layerKeys(0).subarray(0, 1280));
+  for (let t = 0; t < 4; t++) {
+    assert.deepEqual(b.position(0, "keys", t), other.position(0, "keys", t));
+    assert.deepEqual(b.position(0, "values", t), other.position(0, "values", t));
+  }
+});
+
+test("storage is head-major: each head's positions contiguous, as layout() says, through growth and shrinking", () => {
+  const heads = 3, dim = 4, row = heads * dim;
+  const cache = new KVCache(1, heads, dim, 2, "F32");
+  const k = Float32Array.from({ length: 5 * row }, (_, i) => i);
+  const v = Float32Array.from({ length: 5 * row }, (_, i) => -i);
+  cache.write(0, 0, k, v, 2);
+  cache.length = 2;
+  cache.write(0, 2, k.subarray(2 * row), v.subarray(2 * row), 3); // grows 2 -> 8 positions
+  cache.length = 5;
+  const check = () => {
+    const { kvRowStride, kvHeadStride } = cache.layout();
+    assert.equal(kvRowStride, dim);
+    for (let t = 0; t < 5; t++) {
+      for (let h = 0; h < heads; h++) {
+        for (let d = 0; d < dim; d++) {
+          assert.equal(cache.layerKeys(0)[t * kvRowStride + h * kvHeadStride + d], k[t * row + h * dim + d]);
+          assert.equal(cache.layerValues(0)[t * kvRowStride + h * kvHeadStride + d], v[t * row + h * dim + d]);
+        }
+      }
+    }
+  };
+  check();
+  assert.equal(cache.layout().kvHeadStride, 8 * dim);
+  cache.shrinkToFit();
+  assert.equal(cache.layout().kvHeadStride, 5 * dim);
+  check();
 });

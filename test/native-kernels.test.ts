@@ -238,6 +238,28 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
       const ref = cached(`attention bf16 ${c.name}`, () => tsKernels.attention(bf16));
       assertClose(native.attention(bf16), ref, 1e-5, `${c.name} (bf16 KV)`);
     });
+    test(`attention, head-major keys and values (the KV cache's layout), f32 and bf16: ${c.name}`, () => {
+      // The same keys and values as the position-major case, moved to [head][capacity][headDim]:
+      // the result must not change (the reference reads the position-major copy).
+      const p = attentionParams(c, c.seqQ + c.seqK + c.heads + 7);
+      const D = c.headDim;
+      const headMajor = (a: Float32Array) => {
+        const out = new Float32Array(a.length);
+        for (let t = 0; t < c.capacity; t++) {
+          for (let h = 0; h < c.kvHeads; h++) out.set(a.subarray((t * c.kvHeads + h) * D, (t * c.kvHeads + h + 1) * D), (h * c.capacity + t) * D);
+        }
+        return out;
+      };
+      const strides = { kvRowStride: D, kvHeadStride: c.capacity * D };
+      const k = headMajor(p.k as Float32Array), v = headMajor(p.v as Float32Array);
+      // Same inputs as the bf16 test above (its seed), so the bf16 reference is shared.
+      const ref = cached(`attention head-major ${c.name}`, () => tsKernels.attention(p));
+      assertClose(native.attention({ ...p, k, v, ...strides }), ref, 1e-5, `${c.name} head-major`);
+      assertClose(tsKernels.attention({ ...p, k, v, ...strides }), ref, 1e-12, `${c.name} head-major (reference)`);
+      const bf16 = { ...p, k: toBf16Bits(p.k as Float32Array), v: toBf16Bits(p.v as Float32Array) };
+      const refBf16 = cached(`attention bf16 ${c.name}`, () => tsKernels.attention(bf16));
+      assertClose(native.attention({ ...p, k: toBf16Bits(k), v: toBf16Bits(v), ...strides }), refBf16, 1e-5, `${c.name} head-major bf16`);
+    });
   }
 
   test("siluMul, gelu (tanh and erf), addInPlace", () => {
@@ -293,6 +315,7 @@ if (!native) {
     assert.throws(() => native.attention({ ...p, numKvHeads: 4 }), /multiple/);
     assert.throws(() => native.attention({ ...p, seqK: 100 }), /k has/);
     assert.throws(() => native.attention({ ...p, k: new Uint16Array(p.k.length) }), /same element type/);
+    assert.throws(() => native.attention({ ...p, kvRowStride: p.headDim, kvHeadStride: 1000 * p.headDim }), /k has/);
     assert.equal(native.setIsa("nonsense" as NativeIsa), false);
   });
 

@@ -21,10 +21,17 @@ export function f32ToBf16(value: number): number {
   return bf16Bits(u32[0]!);
 }
 
-/** dst[at .. at + n) = src[0 .. n) rounded to bf16, as f32ToBf16 does each value. */
-export function roundToBf16(src: Float32Array, n: number, dst: Uint16Array, at: number): void {
-  const bits = new Uint32Array(src.buffer, src.byteOffset, n);
-  for (let i = 0; i < n; i++) dst[at + i] = bf16Bits(bits[i]!);
+/**
+ * Rows of a strided source, rounded to bf16 into consecutive rows of dst:
+ * dst[at + r * cols + c] = bf16(src[from + r * srcStride + c]) for r < rows, c < cols.
+ */
+export function roundRowsToBf16(src: Float32Array, from: number, srcStride: number, rows: number, cols: number, dst: Uint16Array, at: number): void {
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let r = 0; r < rows; r++) {
+    let i = from + r * srcStride;
+    let o = at + r * cols;
+    for (let c = 0; c < cols; c++) dst[o++] = bf16Bits(bits[i++]!);
+  }
 }
 
 let f16Table: Float32Array | undefined;

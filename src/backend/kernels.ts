@@ -16,8 +16,9 @@ export interface AttentionParams {
   /** [seqQ, numHeads * headDim] */
   q: Float32Array;
   /**
-   * [seqK, numKvHeads * headDim]; only the first seqK rows are read. Float32, or a Uint16Array of
-   * bf16 bits (a bf16 KV cache), widened exactly as they are read.
+   * Keys of seqK positions of numKvHeads heads (laid out as kvRowStride / kvHeadStride say; by
+   * default [seqK, numKvHeads * headDim]). Float32, or a Uint16Array of bf16 bits (a bf16 KV
+   * cache), widened exactly as they are read.
    */
   k: Float32Array | Uint16Array;
   v: Float32Array | Uint16Array;
@@ -32,6 +33,14 @@ export interface AttentionParams {
    * 0..causalOffset+i. null means every query sees every key (the vision encoder).
    */
   causalOffset: number | null;
+  /**
+   * Element strides of k and v: position t of KV head h starts at t * kvRowStride + h * kvHeadStride.
+   * Default (omitted): position-major rows, kvRowStride = numKvHeads * headDim and kvHeadStride =
+   * headDim. A head-major cache ([head][capacity][headDim], each head's positions contiguous, which
+   * decoding reads faster) passes headDim and capacity * headDim.
+   */
+  kvRowStride?: number;
+  kvHeadStride?: number;
 }
 
 export interface Kernels {

@@ -28,7 +28,10 @@ interface NativeAddon {
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, y: Float32Array): void;
   layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number, y: Float32Array): void;
   rope(x: Float32Array, rows: number, numHeads: number, headDim: number, cos: Float32Array, sin: Float32Array): void;
-  attention(q: Float32Array, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number, scale: number, causalOffset: number, out: Float32Array, kvDtype: number): void;
+  attention(
+    q: Float32Array, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, seqQ: number, seqK: number, numHeads: number, numKvHeads: number,
+    headDim: number, scale: number, causalOffset: number, out: Float32Array, kvDtype: number, kvRowStride: number | null, kvHeadStride: number | null,
+  ): void;
   siluMul(gate: Float32Array, up: Float32Array, y: Float32Array): void;
   gelu(x: Float32Array, approximate: boolean): void;
   addInPlace(a: Float32Array, b: Float32Array): void;
@@ -272,7 +275,7 @@ export function loadNativeKernels(): NativeKernels | null {
       const out = new Float32Array(p.seqQ * p.numHeads * p.headDim);
       const offset = p.causalOffset === null ? -1 : p.causalOffset;
       if (p.k instanceof Uint16Array !== p.v instanceof Uint16Array) throw new TypeError("attention: k and v must have the same element type");
-      a.attention(p.q, p.k, p.v, p.seqQ, p.seqK, p.numHeads, p.numKvHeads, p.headDim, p.scale, offset, out, p.k instanceof Uint16Array ? 1 : 0);
+      a.attention(p.q, p.k, p.v, p.seqQ, p.seqK, p.numHeads, p.numKvHeads, p.headDim, p.scale, offset, out, p.k instanceof Uint16Array ? 1 : 0, p.kvRowStride ?? null, p.kvHeadStride ?? null);
       return out;
     },
     siluMul: (gate, up) => {

@@ -99,16 +99,19 @@ function widenKv(a: Float32Array | Uint16Array, values: number): Float32Array {
 
 function attention(p: AttentionParams): Float32Array {
   const { q, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset } = p;
-  const k = widenKv(p.k, seqK * numKvHeads * headDim);
-  const v = widenKv(p.v, seqK * numKvHeads * headDim);
+  const kvStride = p.kvRowStride ?? numKvHeads * headDim;
+  const headStride = p.kvHeadStride ?? headDim;
+  const extent = seqK === 0 ? 0 : (seqK - 1) * kvStride + (numKvHeads - 1) * headStride + headDim;
+  if (p.k.length < extent || p.v.length < extent) throw new RangeError(`attention: k and v need ${extent} values, got ${p.k.length} and ${p.v.length}`);
+  const k = widenKv(p.k, extent);
+  const v = widenKv(p.v, extent);
   const out = new Float32Array(seqQ * numHeads * headDim);
   const group = numHeads / numKvHeads;
   const qStride = numHeads * headDim;
-  const kvStride = numKvHeads * headDim;
   const scores = new Float64Array(seqK);
   const acc = new Float64Array(headDim);
   for (let h = 0; h < numHeads; h++) {
-    const kvOff = Math.floor(h / group) * headDim;
+    const kvOff = Math.floor(h / group) * headStride;
     for (let i = 0; i < seqQ; i++) {
       const visible = causalOffset === null ? seqK : Math.min(seqK, causalOffset + i + 1);
       const qOff = i * qStride + h * headDim;

@@ -149,6 +149,7 @@ export class TextDecoder {
         headDim: c.headDim,
         scale: 1 / Math.sqrt(c.headDim),
         causalOffset: start,
+        ...s.cache.layout(),
       });
       out.set(o, row * qStride);
       row += s.rows;
