@@ -16,7 +16,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import type { QuantizedTensor } from "../src/quant/format.js";
-import { allocateQuantized, isQuantized } from "../src/quant/format.js";
+import { allocateQuantized, isQuantized, quantizedBytes } from "../src/quant/format.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -51,7 +51,7 @@ const weights: (Tensor | QuantizedTensor)[] = names.map((n) => {
   builds[0]!.quantize(w.data as Uint16Array, 1, w.shape[0]!, w.shape[1]!, scheme, q.data, q.scales, q.mins);
   return q;
 });
-const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? w.data.byteLength + w.scales.byteLength + (w.mins?.byteLength ?? 0) : w.data.byteLength), 0);
+const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? quantizedBytes(w) : w.data.byteLength), 0);
 
 function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): number {
   const t0 = performance.now();

@@ -252,8 +252,10 @@ napi_value Rope(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out[, kvDtype (0 F32 | 1 BF16)])
-// k and v are Float32Arrays, or Uint16Arrays of bf16 bits when kvDtype is 1.
+// attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out
+//           [, kvDtype (0 F32 | 1 BF16), kvRowStride, kvHeadStride])
+// k and v are Float32Arrays, or Uint16Arrays of bf16 bits when kvDtype is 1; the strides default to
+// position-major rows (kernels.h AttentionArgs).
 napi_value Attention(napi_env env, napi_callback_info info) {
   Args a(env, info, 11, "attention");
   const size_t seqQ = a.count(3, "seqQ"), seqK = a.count(4, "seqK");

@@ -129,8 +129,7 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
   napi_typedarray_type type;
   size_t length = 0, offset = 0;
   void* data = nullptr;
-  napi_value buffer;
-  napi_get_typedarray_info(env, argv[0], &type, &length, &data, &buffer, &offset);
+  napi_get_typedarray_info(env, argv[0], &type, &length, &data, nullptr, &offset);
   double released = 0;
 #ifndef _WIN32
   const auto begin = reinterpret_cast<uintptr_t>(data);

@@ -326,13 +326,6 @@ SMOLVLM_END_TARGET
 // The same kernels with vpdpbusd (u8 x s8, four products summed into each int32 lane, no
 // intermediate int16): on ymm registers, EVEX-encoded for AVX512-VNNI CPUs (AVX512VL) and
 // VEX-encoded for AVX-VNNI ones (Alder Lake and later, Zen 5 and later).
-#if defined(__clang__)
-#define SMOLVLM_BEGIN_AVX512VNNI _Pragma("clang attribute push(__attribute__((target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
-#elif defined(__GNUC__)
-#define SMOLVLM_BEGIN_AVX512VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\")")
-#else
-#define SMOLVLM_BEGIN_AVX512VNNI
-#endif
 SMOLVLM_BEGIN_AVX512VNNI
 namespace avx512vnni {
 inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b); }
@@ -343,14 +336,7 @@ inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
 }  // namespace avx512vnni
 SMOLVLM_END_TARGET
 
-// AVX-VNNI needs GCC 11 or clang 12; older compilers build without it.
-#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
-#define SMOLVLM_HAVE_AVXVNNI 1
-#if defined(__clang__)
-#define SMOLVLM_BEGIN_AVXVNNI _Pragma("clang attribute push(__attribute__((target(\"avxvnni,avx2,fma,f16c\"))), apply_to = function)")
-#else
-#define SMOLVLM_BEGIN_AVXVNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avxvnni,avx2,fma,f16c\")")
-#endif
+#ifdef SMOLVLM_HAVE_AVXVNNI
 SMOLVLM_BEGIN_AVXVNNI
 namespace avxvnni {
 inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a, b); }
@@ -612,8 +598,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   for (int i = 0; i < count; i++) {
     QuantJob& a = m.parts[i] = job(parts[i]);
     a.xq = &xq;
-    // Chunks of 16 to 64 outputs (multiples of 4), about 8 tasks per thread, as the float path.
-    a.chunk = std::min<size_t>(64, std::max<size_t>(16, (a.N / (8 * threads) + 3) / 4 * 4));
+    a.chunk = gemv_chunk_outputs(a.N, threads);
     m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
   }
   m.run = portable::gemv_task;

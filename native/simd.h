@@ -38,6 +38,9 @@
   _Pragma("clang attribute push(__attribute__((target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
 #define SMOLVLM_BEGIN_AVX512BF16 \
   _Pragma("clang attribute push(__attribute__((target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_BEGIN_AVX512VNNI \
+  _Pragma("clang attribute push(__attribute__((target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\"))), apply_to = function)")
+#define SMOLVLM_BEGIN_AVXVNNI _Pragma("clang attribute push(__attribute__((target(\"avxvnni,avx2,fma,f16c\"))), apply_to = function)")
 #define SMOLVLM_BEGIN_DOTPROD _Pragma("clang attribute push(__attribute__((target(\"dotprod\"))), apply_to = function)")
 #define SMOLVLM_END_TARGET _Pragma("clang attribute pop")
 #elif defined(__GNUC__)
@@ -45,6 +48,9 @@
 #define SMOLVLM_BEGIN_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
 #define SMOLVLM_BEGIN_AVX512BF16 \
   _Pragma("GCC push_options") _Pragma("GCC target(\"avx512bf16,avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c\")")
+#define SMOLVLM_BEGIN_AVX512VNNI \
+  _Pragma("GCC push_options") _Pragma("GCC target(\"avx512vnni,avx512vl,avx512f,avx512bw,avx512dq,avx2,fma,f16c\")")
+#define SMOLVLM_BEGIN_AVXVNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avxvnni,avx2,fma,f16c\")")
 #define SMOLVLM_BEGIN_DOTPROD _Pragma("GCC push_options") _Pragma("GCC target(\"arch=armv8.2-a+dotprod\")")
 #define SMOLVLM_END_TARGET _Pragma("GCC pop_options")
 #else
@@ -52,8 +58,13 @@
 #define SMOLVLM_BEGIN_AVX2
 #define SMOLVLM_BEGIN_AVX512
 #define SMOLVLM_BEGIN_AVX512BF16
+#define SMOLVLM_BEGIN_AVX512VNNI
 #define SMOLVLM_BEGIN_DOTPROD
 #define SMOLVLM_END_TARGET
+#endif
+// AVX-VNNI (the VEX vpdpbusd intrinsics) needs GCC 11 or clang 12; older compilers build without it.
+#if (defined(__clang__) && __clang_major__ >= 12) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 11)
+#define SMOLVLM_HAVE_AVXVNNI 1
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -118,6 +129,12 @@ inline size_t gemv_max_rows_setting(int dflt) {
     if (end != env && *end == '\0' && v >= 0) return static_cast<size_t>(v);
   }
   return static_cast<size_t>(dflt);
+}
+
+// Outputs per task on the few-row path (float and quantized linears): 16 to 64, a multiple of 4,
+// about 8 tasks per thread for balance, each long enough to stream well.
+inline size_t gemv_chunk_outputs(size_t N, size_t threads) {
+  return std::min<size_t>(64, std::max<size_t>(16, (N / (8 * threads) + 3) / 4 * 4));
 }
 
 template <int DT>

@@ -83,7 +83,6 @@ export function randomWeight(dtype: DType, out: number, inDim: number, seed: num
   return { dtype, shape: [out, inDim], data };
 }
 
-
 /** The library request a fixture case describes (its conversation, images and processor settings). */
 export function requestFor(c: FixtureCase): ChatRequest {
   return {

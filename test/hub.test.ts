@@ -78,7 +78,6 @@ const C_SHARDED = randomCommit();
 const C_GATED = randomCommit();
 const C_BIN = randomCommit();
 
-
 let hub: FakeHub;
 
 before(async () => {

@@ -252,10 +252,10 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
       };
       const strides = { kvRowStride: D, kvHeadStride: c.capacity * D };
       const k = headMajor(p.k as Float32Array), v = headMajor(p.v as Float32Array);
-      // Same inputs as the bf16 test above (its seed), so the bf16 reference is shared.
       const ref = cached(`attention head-major ${c.name}`, () => tsKernels.attention(p));
       assertClose(native.attention({ ...p, k, v, ...strides }), ref, 1e-5, `${c.name} head-major`);
       assertClose(tsKernels.attention({ ...p, k, v, ...strides }), ref, 1e-12, `${c.name} head-major (reference)`);
+      // Same inputs as the bf16 test above (its seed), so its bf16 reference is shared.
       const bf16 = { ...p, k: toBf16Bits(p.k as Float32Array), v: toBf16Bits(p.v as Float32Array) };
       const refBf16 = cached(`attention bf16 ${c.name}`, () => tsKernels.attention(bf16));
       assertClose(native.attention({ ...p, k: toBf16Bits(k), v: toBf16Bits(v), ...strides }), refBf16, 1e-5, `${c.name} head-major bf16`);

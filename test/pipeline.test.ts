@@ -17,7 +17,6 @@ function vlm(name: string): Promise<SmolVLM> {
   return loaded.get(name)!;
 }
 
-
 function comparableSteps(c: FixtureCase): number {
   const i = c.greedy.top1_top2_gap_per_step.findIndex((g) => g < 1e-3);
   return i === -1 ? c.greedy.ids.length : i;

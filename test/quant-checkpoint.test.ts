@@ -123,7 +123,6 @@ test("the streaming writer refuses data of the wrong size and leaves no file beh
 const SRC = (name: string) => fixturePath("models", name);
 const CASES = ["text_only", "describe_nosplit"];
 
-
 async function promptLogits(vlm: SmolVLM, c: FixtureCase): Promise<Float32Array> {
   const r = await vlm.generate(requestFor(c), { greedy: true, maxNewTokens: 1, returnPromptLogits: true });
   return r.promptLogits!;

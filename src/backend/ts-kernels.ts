@@ -91,12 +91,12 @@ function rope(x: Float32Array, rows: number, numHeads: number, headDim: number, 
   }
 }
 
-/** One query row against its visible keys: online softmax in two passes over a score buffer. */
 /** A bf16 KV array's first `values` widened to float32 (the rows attention reads); float32 ones as they are. */
 function widenKv(a: Float32Array | Uint16Array, values: number): Float32Array {
   return a instanceof Float32Array ? a : toFloat32({ dtype: "BF16", shape: [values], data: a.subarray(0, values) });
 }
 
+/** One query row against its visible keys: online softmax in two passes over a score buffer. */
 function attention(p: AttentionParams): Float32Array {
   const { q, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset } = p;
   const kvStride = p.kvRowStride ?? numKvHeads * headDim;

@@ -105,7 +105,7 @@ export class KVCache {
   /** The stored keys (or values) of one position, all heads, as they were written ([numKvHeads * headDim]). */
   position(layer: number, which: "keys" | "values", t: number): Float32Array | Uint16Array {
     const src = (which === "keys" ? this.keys : this.values)[layer]!;
-    const out = this.dtype === "BF16" ? new Uint16Array(this.rowSize) : new Float32Array(this.rowSize);
+    const out = this.allocate(1);
     const D = this.headDim;
     for (let h = 0; h < this.numKvHeads; h++) out.set(src.subarray((h * this.capacity + t) * D, (h * this.capacity + t + 1) * D), h * D);
     return out;
