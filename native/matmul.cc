@@ -268,7 +268,7 @@ void linear_f32(Isa isa, const float* x, size_t M, const void* w, int dt, size_t
 
 // x rounded to bf16 precision (as f32_to_bf16 then back: nearest even, NaN to the quiet NaN), in
 // branch-free form so that the compiler vectorizes it, and split over the pool for image-sized
-// inputs (a scalar loop here cost 3-13% of a vision linear on CPUs without vdpbf16ps).
+// inputs (bench/micro.ts bf16-round measures what the rounding costs).
 void round_rows_to_bf16(const float* x, size_t n, float* out) {
   for (size_t i = 0; i < n; i++) {
     uint32_t u;

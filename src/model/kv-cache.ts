@@ -15,8 +15,8 @@ type Storage = Float32Array | Uint16Array;
  * Each layer's keys (and values) are stored head-major, [numKvHeads][capacity][headDim]: one head's
  * positions are contiguous, so decoding, which reads every position of a head group, streams one
  * run of memory per group instead of a short slice every numKvHeads * headDim values (measured
- * 10-23% less attention time at 876-2000 positions; BENCHMARKS.md). `layout()` gives the strides
- * for AttentionParams.
+ * about a third less attention time at 876-2000 positions: bench/micro.ts kv-layout, BENCHMARKS.md).
+ * `layout()` gives the strides for AttentionParams.
  */
 export class KVCache {
   readonly numLayers: number;

@@ -1,0 +1,86 @@
+/**
+ * Small kernel-level measurements behind figures in BENCHMARKS.md section 9, each a median of
+ * alternating repeats in one process:
+ *
+ *   node dist/bench/micro.js overhead     microseconds per call of a tiny linear (4 x 64 and 4 x 960)
+ *                                         through the library's wrapper: q4, q8 and bf16 weights
+ *   node dist/bench/micro.js bf16-round   vision-sized bf16-weight linears in f32 mode against bf16
+ *                                         mode (which rounds the activations first on CPUs without
+ *                                         vdpbf16ps): what the rounding costs
+ *   node dist/bench/micro.js kv-layout [--keys 876,2000]
+ *                                         one decode step's attention over 32 layers' bf16 caches
+ *                                         (500M geometry: 15 heads, 5 KV heads, headDim 64), with
+ *                                         the cache position-major ([position][kvHead][64]) against
+ *                                         head-major ([kvHead][capacity][64], the KV cache's layout)
+ */
+import { parseArgs } from "node:util";
+import { loadNativeKernels } from "../src/backend/native-kernels.js";
+import type { LinearWeight } from "../src/backend/kernels.js";
+import { quantizeWeight } from "../src/quant/quantize.js";
+import type { Tensor } from "../src/io/safetensors.js";
+
+const { values: v, positionals } = parseArgs({ allowPositionals: true, options: { keys: { type: "string", default: "876,2000" } } });
+const native = loadNativeKernels();
+if (!native) throw new Error("micro needs the native kernels");
+const k = native;
+
+const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
+const bf16Weight = (out: number, inDim: number): Tensor => ({
+  dtype: "BF16",
+  shape: [out, inDim],
+  data: Uint16Array.from({ length: out * inDim }, (_, i) => 0x3c00 + ((i * 2654435761) >>> 24)),
+});
+const input = (n: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5);
+
+/** Median over `repeats` of the mean time of `calls` calls of each function, the functions taking turns. */
+function alternate(fns: (() => unknown)[], calls: number, repeats: number): number[] {
+  const times = fns.map(() => [] as number[]);
+  for (const f of fns) for (let i = 0; i < calls; i++) f(); // warm-up
+  for (let r = 0; r < repeats; r++) {
+    fns.forEach((f, j) => {
+      const t0 = performance.now();
+      for (let i = 0; i < calls; i++) f();
+      times[j]!.push((performance.now() - t0) / calls);
+    });
+  }
+  return times.map(median);
+}
+
+function overhead(): void {
+  for (const inDim of [64, 960]) {
+    const w = bf16Weight(4, inDim);
+    const weights: [string, LinearWeight][] = [["q4", quantizeWeight(w, "q4")], ["q8", quantizeWeight(w, "q8")], ["bf16", w]];
+    const x = input(inDim);
+    const us = alternate(weights.map(([, wt]) => () => k.linear(x, 1, wt)), 20000, 9);
+    console.log(`linear 1 x ${inDim} -> 4: ${weights.map(([name], i) => `${name} ${(us[i]! * 1000).toFixed(2)} µs`).join(", ")} per call`);
+  }
+}
+
+function bf16Round(): void {
+  for (const [rows, inDim, out] of [[1024, 768, 768], [1024, 3072, 768], [1024, 768, 3072]] as const) {
+    const w = bf16Weight(out, inDim);
+    const x = input(rows * inDim);
+    const [f32, bf16] = alternate([() => k.linearF32(x, rows, w), () => k.linearBf16(x, rows, w)], 1, 9);
+    console.log(`linear ${rows} x ${inDim} -> ${out}, bf16 weights: f32 mode ${f32!.toFixed(2)} ms, bf16 mode ${bf16!.toFixed(2)} ms (${((bf16! / f32! - 1) * 100).toFixed(1)}%)`);
+  }
+}
+
+function kvLayout(): void {
+  const [heads, kvHeads, D, layers, capacity] = [15, 5, 64, 32, 2048];
+  const bits = (n: number, seed: number) => Uint16Array.from({ length: n }, (_, i) => 0x3c00 + (((i + seed) * 2654435761) >>> 24));
+  const caches = Array.from({ length: layers }, (_, l) => ({ k: bits(capacity * kvHeads * D, 2 * l), v: bits(capacity * kvHeads * D, 2 * l + 1) }));
+  const q = input(heads * D);
+  for (const seqK of v.keys!.split(",").map(Number)) {
+    const step = (strides: { kvRowStride: number; kvHeadStride: number }) => () => {
+      for (const c of caches) k.attention({ q, k: c.k, v: c.v, seqQ: 1, seqK, numHeads: heads, numKvHeads: kvHeads, headDim: D, scale: 0.125, causalOffset: seqK - 1, ...strides });
+    };
+    // The same arrays read in either layout: the timings depend on the access pattern, not the values.
+    const [pm, hm] = alternate([step({ kvRowStride: kvHeads * D, kvHeadStride: D }), step({ kvRowStride: D, kvHeadStride: capacity * D })], 1, 21);
+    console.log(`attention, ${seqK} keys x ${layers} layers: position-major ${pm!.toFixed(2)} ms, head-major ${hm!.toFixed(2)} ms (${((1 - hm! / pm!) * 100).toFixed(0)}% less)`);
+  }
+}
+
+const modes: Record<string, () => void> = { overhead, "bf16-round": bf16Round, "kv-layout": kvLayout };
+const run = modes[positionals[0] ?? ""];
+if (!run) throw new Error(`usage: micro.js ${Object.keys(modes).join(" | ")}`);
+run();
