@@ -80,7 +80,7 @@ function gaussian(rng: Random): number {
 /** Projections whose output is added to the residual stream. */
 const RESIDUAL_WRITERS = /(o_proj|down_proj|out_proj|fc2)\.weight$/;
 
-function drawTensor(name: string, shape: number[], rng: Random, layers: number): Tensor {
+export function drawTensor(name: string, shape: number[], rng: Random, layers: number): Tensor {
   const count = shape.reduce((a, b) => a * b, 1);
   const data = new Uint16Array(count);
   const isNorm = /norm|layernorm/.test(name) && name.endsWith("weight");

@@ -36,9 +36,8 @@ import { QUANT_BLOCK } from "../src/quant/format.js";
 import { dequantizeRows, quantizeReference } from "../src/quant/reference.js";
 import type { Tensor } from "../src/io/safetensors.js";
 import { tensorShapes } from "./make-checkpoint.js";
-import { loadNativeKernels } from "../src/backend/native-kernels.js";
-import type { Kernels, LinearWeight } from "../src/backend/kernels.js";
-import { quantizeWeight } from "../src/quant/quantize.js";
+import type { Kernels } from "../src/backend/kernels.js";
+import { withRoundTrip } from "./round-trip-kernels.js";
 import type { QuantScheme } from "../src/quant/format.js";
 
 const argv = process.argv.slice(2);
@@ -136,25 +135,6 @@ function weightErrors(layers: number[]): void {
   store.close();
   const rel = (k: keyof typeof sums) => Math.sqrt(sums[k][0] / sums[k][1]).toExponential(2);
   console.log(`weight round trip, text layers ${layers.join(",")}: q8 ${rel("q8")}, q4 (scale + minimum) ${rel("q4")}, symmetric 4-bit (scale only) ${rel("q4sym")}`);
-}
-
-/** Kernels that multiply the weights `select` picks by their quantize-dequantize round trip. */
-function withRoundTrip(select: (shape: readonly number[]) => boolean, scheme: QuantScheme): Kernels {
-  const native = loadNativeKernels();
-  if (!native) throw new Error("--groups needs the native kernels");
-  const rounded = new Map<LinearWeight, Tensor>();
-  const roundTrip = (w: Tensor): Tensor => {
-    let f = rounded.get(w);
-    if (!f) {
-      const data = new Float32Array(w.shape[0]! * w.shape[1]!);
-      dequantizeRows(quantizeWeight(w, scheme), 0, w.shape[0]!, data);
-      f = { dtype: "F32", shape: w.shape, data };
-      rounded.set(w, f);
-    }
-    return f;
-  };
-  const linear: Kernels["linear"] = (x, rows, w, bias) => native.linearF32(x, rows, select(w.shape) ? roundTrip(w as Tensor) : w, bias);
-  return { ...native, name: "round-trip", linear, linearMany: (x, rows, ws, biases) => ws.map((w, i) => linear(x, rows, w, biases?.[i])) };
 }
 
 async function groupErrors(scheme: QuantScheme): Promise<void> {
