@@ -37,7 +37,7 @@ import { dequantizeRows, quantizeReference } from "../src/quant/reference.js";
 import type { Tensor } from "../src/io/safetensors.js";
 import { tensorShapes } from "./make-checkpoint.js";
 import type { Kernels } from "../src/backend/kernels.js";
-import { withRoundTrip } from "./round-trip-kernels.js";
+import { relL2, withRoundTrip } from "./accuracy-tools.js";
 import type { QuantScheme } from "../src/quant/format.js";
 
 const argv = process.argv.slice(2);
@@ -53,15 +53,6 @@ const IMAGE_SIZE = Number(option("--image-size", "512")) || undefined;
 const POSITIONS = Number(option("--positions", "64"));
 const MODES = option("--modes", "bf16,q8,q4").split(",") as DTypeMode[];
 const PROMPT = "Describe this image in detail.";
-
-function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 interface Run {
   /** [POSITIONS + 1, vocab]: the last prompt position, then each continuation position. */

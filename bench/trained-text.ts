@@ -34,7 +34,7 @@ import { loadNativeKernels } from "../src/backend/native-kernels.js";
 import { f32ToBf16 } from "../src/backend/dtype.js";
 import { argmax, Random } from "../src/generation/sampler.js";
 import { QUANT_BLOCK, quantizable } from "../src/quant/format.js";
-import { withRoundTrip } from "./round-trip-kernels.js";
+import { relL2, withRoundTrip } from "./accuracy-tools.js";
 import { drawTensor } from "./make-checkpoint.js";
 
 const argv = process.argv.slice(2);
@@ -52,7 +52,7 @@ const WEIGHTS = option("--weights", "bf16");
 const BOS = 1;
 /**
  * The modes compared with the f32 reference. "q8 weights" and "q4 weights" keep the activations in
- * float32 and only round-trip the weights (bench/round-trip-kernels.ts): what the weight code
+ * float32 and only round-trip the weights (withRoundTrip in bench/accuracy-tools.ts): what the weight code
  * alone costs, against the real modes, which also quantize the activations to int8.
  */
 const MODES = ["bf16", "q8", "q8 weights", "q4", "q4 weights"] as const;
@@ -150,15 +150,6 @@ function randomLike(model: Converted, seed: number): Converted {
   const tensors: Record<string, Tensor> = {};
   for (const [name, t] of Object.entries(model.tensors)) tensors[name] = drawTensor(name, [...t.shape], rng, model.config.numLayers);
   return { ...model, tensors };
-}
-
-function relL2(a: Float32Array, b: Float32Array): number {
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num += (a[i]! - b[i]!) ** 2;
-    den += b[i]! ** 2;
-  }
-  return Math.sqrt(num / den);
 }
 
 const native = loadNativeKernels();
