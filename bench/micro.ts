@@ -12,6 +12,11 @@
  *                                         (500M geometry: 15 heads, 5 KV heads, headDim 64), with
  *                                         the cache position-major ([position][kvHead][64]) against
  *                                         head-major ([kvHead][capacity][64], the KV cache's layout)
+ *   node dist/bench/micro.js decode-attention [--keys 81,876,2000]
+ *                                         one decode step's attention over 32 layers' head-major bf16
+ *                                         caches (from memory), and over one layer's cache 32 times
+ *                                         (cache-resident). To compare two builds of the addon, run
+ *                                         it with SMOLVLM_NATIVE_PATH pointing at each, in turn.
  */
 import { parseArgs } from "node:util";
 import { loadNativeKernels } from "../src/backend/native-kernels.js";
@@ -80,7 +85,20 @@ function kvLayout(): void {
   }
 }
 
-const modes: Record<string, () => void> = { overhead, "bf16-round": bf16Round, "kv-layout": kvLayout };
+function decodeAttention(): void {
+  const [heads, kvHeads, D, layers, capacity] = [15, 5, 64, 32, 2048];
+  const bits = (n: number, seed: number) => Uint16Array.from({ length: n }, (_, i) => 0x3c00 + (((i + seed) * 2654435761) >>> 24));
+  const caches = Array.from({ length: layers }, (_, l) => ({ k: bits(capacity * kvHeads * D, 2 * l), v: bits(capacity * kvHeads * D, 2 * l + 1) }));
+  const q = input(heads * D);
+  for (const seqK of v.keys!.split(",").map(Number)) {
+    const one = (c: { k: Uint16Array; v: Uint16Array }) =>
+      k.attention({ q, k: c.k, v: c.v, seqQ: 1, seqK, numHeads: heads, numKvHeads: kvHeads, headDim: D, scale: 0.125, causalOffset: seqK - 1, kvRowStride: D, kvHeadStride: capacity * D });
+    const [fromMemory, resident] = alternate([() => caches.forEach(one), () => caches.forEach(() => one(caches[0]!))], 1, 21);
+    console.log(`decode attention, ${seqK} keys x ${layers} layers (${native!.info().threads} threads): from memory ${fromMemory!.toFixed(2)} ms, cache-resident ${resident!.toFixed(2)} ms`);
+  }
+}
+
+const modes: Record<string, () => void> = { overhead, "bf16-round": bf16Round, "kv-layout": kvLayout, "decode-attention": decodeAttention };
 const run = modes[positionals[0] ?? ""];
 if (!run) throw new Error(`usage: micro.js ${Object.keys(modes).join(" | ")}`);
 run();

@@ -1,4 +1,5 @@
 // Fused attention: per-ISA bodies (attention_impl.inc, on the GEMM micro-kernel) and dispatch.
+#include <type_traits>
 #include <vector>
 
 #include "cpu.h"

@@ -74,6 +74,11 @@ const ATTENTION_CASES: AttnCase[] = [
   { name: "two-row step over 600 keys (key splits), GQA 3/1", seqQ: 2, seqK: 600, heads: 3, kvHeads: 1, headDim: 64, offset: 598, capacity: 600 },
   { name: "decode step over 3000 keys (key splits), GQA 2/1, headDim 20", seqQ: 1, seqK: 3000, heads: 2, kvHeads: 1, headDim: 20, offset: 2999, capacity: 3000 },
   { name: "non-causal, 1023 keys and queries, headDim 7", seqQ: 1023, seqK: 1023, heads: 1, kvHeads: 1, headDim: 7, offset: null, capacity: 1023 },
+  // The row path takes up to 4 heads of a group per pass: groups of 1 (no GQA), 8 (4 + 4) and 9
+  // (4 + 4 + 1), with and without the unrolled 64-wide heads.
+  { name: "decode step, no GQA (4/4)", seqQ: 1, seqK: 77, heads: 4, kvHeads: 4, headDim: 64, offset: 76, capacity: 80 },
+  { name: "decode step over 700 keys (key splits), GQA 16/2", seqQ: 1, seqK: 700, heads: 16, kvHeads: 2, headDim: 64, offset: 699, capacity: 700 },
+  { name: "two-row step, GQA 9/1, headDim 24", seqQ: 2, seqK: 129, heads: 9, kvHeads: 1, headDim: 24, offset: 127, capacity: 130 },
 ];
 
 function attentionParams(c: AttnCase, seed: number): AttentionParams {
