@@ -15,7 +15,7 @@ import { parseArgs } from "node:util";
 import { loadNativeKernels, type NativeKernels } from "../src/backend/native-kernels.js";
 import type { Kernels } from "../src/backend/kernels.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
-import { SmolVLM, type DTypeMode } from "../src/smolvlm.js";
+import { linearModeFor, SmolVLM, type DTypeMode } from "../src/smolvlm.js";
 import { join } from "node:path";
 
 const { values: v } = parseArgs({
@@ -61,7 +61,7 @@ async function profileDecode(): Promise<void> {
   const dtype = v.dtype as DTypeMode;
   const [context, streams, steps] = [Number(v.context), Number(v.streams), Number(v.steps)];
   // The same arithmetic mode SmolVLM.load would pick, then the kernels wrapped.
-  native!.linearMode = dtype === "f32" ? "f32" : native!.info().bf16Native ? "bf16" : "f32";
+  native!.linearMode = linearModeFor(dtype, native!.info().bf16Native);
   const stats = new Map<string, { calls: number; ms: number }>();
   const vlm = await SmolVLM.load(v.model!, { dtype, kernels: timed(native!, stats) });
   const m = vlm.model;

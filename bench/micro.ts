@@ -70,15 +70,30 @@ function bf16Round(): void {
   }
 }
 
-function kvLayout(): void {
-  const [heads, kvHeads, D, layers, capacity] = [15, 5, 64, 32, 2048];
+/** 32 layers' bf16 KV caches of the 500M geometry (15 heads, 5 KV heads, headDim 64, 2048 positions), and a query row. */
+const DECODE = { heads: 15, kvHeads: 5, D: 64, layers: 32, capacity: 2048 };
+interface LayerCache {
+  k: Uint16Array;
+  v: Uint16Array;
+}
+function decodeCaches(): { caches: LayerCache[]; q: Float32Array } {
+  const { heads, kvHeads, D, layers, capacity } = DECODE;
   const bits = (n: number, seed: number) => Uint16Array.from({ length: n }, (_, i) => 0x3c00 + (((i + seed) * 2654435761) >>> 24));
   const caches = Array.from({ length: layers }, (_, l) => ({ k: bits(capacity * kvHeads * D, 2 * l), v: bits(capacity * kvHeads * D, 2 * l + 1) }));
-  const q = input(heads * D);
+  return { caches, q: input(heads * D) };
+}
+
+/** One decode step's attention for one layer over `seqK` keys, the cache read with the given strides. */
+function attendStep(c: LayerCache, q: Float32Array, seqK: number, strides: { kvRowStride: number; kvHeadStride: number }): void {
+  const { heads, kvHeads, D } = DECODE;
+  k.attention({ q, k: c.k, v: c.v, seqQ: 1, seqK, numHeads: heads, numKvHeads: kvHeads, headDim: D, scale: 0.125, causalOffset: seqK - 1, ...strides });
+}
+
+function kvLayout(): void {
+  const { kvHeads, D, layers, capacity } = DECODE;
+  const { caches, q } = decodeCaches();
   for (const seqK of v.keys!.split(",").map(Number)) {
-    const step = (strides: { kvRowStride: number; kvHeadStride: number }) => () => {
-      for (const c of caches) k.attention({ q, k: c.k, v: c.v, seqQ: 1, seqK, numHeads: heads, numKvHeads: kvHeads, headDim: D, scale: 0.125, causalOffset: seqK - 1, ...strides });
-    };
+    const step = (strides: { kvRowStride: number; kvHeadStride: number }) => () => caches.forEach((c) => attendStep(c, q, seqK, strides));
     // The same arrays read in either layout: the timings depend on the access pattern, not the values.
     const [pm, hm] = alternate([step({ kvRowStride: kvHeads * D, kvHeadStride: D }), step({ kvRowStride: D, kvHeadStride: capacity * D })], 1, 21);
     console.log(`attention, ${seqK} keys x ${layers} layers: position-major ${pm!.toFixed(2)} ms, head-major ${hm!.toFixed(2)} ms (${((1 - hm! / pm!) * 100).toFixed(0)}% less)`);
@@ -86,14 +101,15 @@ function kvLayout(): void {
 }
 
 function decodeAttention(): void {
-  const [heads, kvHeads, D, layers, capacity] = [15, 5, 64, 32, 2048];
-  const bits = (n: number, seed: number) => Uint16Array.from({ length: n }, (_, i) => 0x3c00 + (((i + seed) * 2654435761) >>> 24));
-  const caches = Array.from({ length: layers }, (_, l) => ({ k: bits(capacity * kvHeads * D, 2 * l), v: bits(capacity * kvHeads * D, 2 * l + 1) }));
-  const q = input(heads * D);
+  const { D, layers, capacity } = DECODE;
+  const { caches, q } = decodeCaches();
+  const headMajor = { kvRowStride: D, kvHeadStride: capacity * D };
   for (const seqK of v.keys!.split(",").map(Number)) {
-    const one = (c: { k: Uint16Array; v: Uint16Array }) =>
-      k.attention({ q, k: c.k, v: c.v, seqQ: 1, seqK, numHeads: heads, numKvHeads: kvHeads, headDim: D, scale: 0.125, causalOffset: seqK - 1, kvRowStride: D, kvHeadStride: capacity * D });
-    const [fromMemory, resident] = alternate([() => caches.forEach(one), () => caches.forEach(() => one(caches[0]!))], 1, 21);
+    const [fromMemory, resident] = alternate(
+      [() => caches.forEach((c) => attendStep(c, q, seqK, headMajor)), () => caches.forEach(() => attendStep(caches[0]!, q, seqK, headMajor))],
+      1,
+      21,
+    );
     console.log(`decode attention, ${seqK} keys x ${layers} layers (${native!.info().threads} threads): from memory ${fromMemory!.toFixed(2)} ms, cache-resident ${resident!.toFixed(2)} ms`);
   }
 }

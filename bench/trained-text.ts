@@ -30,6 +30,7 @@ import type { TextConfig } from "../src/io/config.js";
 import { encodeSafetensors, type Tensor } from "../src/io/safetensors.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { TextDecoder } from "../src/model/text-decoder.js";
+import { linearModeFor } from "../src/smolvlm.js";
 import { loadNativeKernels } from "../src/backend/native-kernels.js";
 import { f32ToBf16 } from "../src/backend/dtype.js";
 import { argmax, Random } from "../src/generation/sampler.js";
@@ -170,8 +171,7 @@ function decoder(dir: string, model: Converted, mode: Mode): TextDecoder {
     }
   }
   const k = native!;
-  const bf16Native = k.info().bf16Native;
-  k.linearMode = mode === "f32" ? "f32" : mode === "bf16" ? "bf16" : bf16Native ? "bf16" : "f32";
+  k.linearMode = linearModeFor(mode, k.info().bf16Native);
   const store = WeightStore.fromDir(dir, { quantize: mode === "q8" || mode === "q4" ? mode : undefined });
   try {
     return new TextDecoder(store, model.config, tied, k, mode === "f32" ? "F32" : "BF16");

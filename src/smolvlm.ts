@@ -19,7 +19,7 @@ import { expandImageTokens } from "./image/prompt.js";
 import { Idefics3Model } from "./model/idefics3.js";
 import type { Kernels } from "./backend/kernels.js";
 import { tsKernels } from "./backend/ts-kernels.js";
-import { loadNativeKernels, nativeLoadError } from "./backend/native-kernels.js";
+import { loadNativeKernels, nativeLoadError, type LinearMode } from "./backend/native-kernels.js";
 import { QUANT_SCHEMES, type QuantScheme } from "./quant/format.js";
 import type { SamplingOptions } from "./generation/sampler.js";
 import { Engine, type EngineConfig, type FinishReason, type SequenceResult } from "./generation/engine.js";
@@ -150,6 +150,14 @@ function requestedDtype(options: LoadOptions, config: ModelConfig, dir: string):
 }
 
 /**
+ * How the native kernels multiply float weights in a mode: exactly in f32, with bf16 products in
+ * bf16, and in q8/q4 (for the layers left in float) with bf16 products only where the CPU has them.
+ */
+export function linearModeFor(dtype: DTypeMode, bf16Native: boolean): LinearMode {
+  return isQuantScheme(dtype) ? (bf16Native ? "bf16" : "f32") : dtype;
+}
+
+/**
  * The native kernels when the addon is built, else the TypeScript reference (with a notice).
  * bf16 is the default mode only where the CPU multiplies bf16 natively; in q8/q4 modes the layers
  * left in float use bf16 products there too (the quantized ones already trade that much accuracy).
@@ -163,7 +171,7 @@ function chooseKernels(options: LoadOptions, requested: DTypeMode | undefined): 
   }
   const bf16 = native.info().bf16Native;
   const dtype = requested ?? (bf16 ? "bf16" : "f32");
-  native.linearMode = isQuantScheme(dtype) ? (bf16 ? "bf16" : "f32") : dtype;
+  native.linearMode = linearModeFor(dtype, bf16);
   return { kernels: native, dtype };
 }
 
