@@ -35,6 +35,6 @@ export function withRoundTrip(select: (shape: readonly number[]) => boolean, sch
     }
     return f;
   };
-  const linear: Kernels["linear"] = (x, rows, w, bias) => native.linearF32(x, rows, select(w.shape) ? roundTrip(w as Tensor) : w, bias);
-  return { ...native, name: "round-trip", linear, linearMany: (x, rows, ws, biases) => ws.map((w, i) => linear(x, rows, w, biases?.[i])) };
+  const linear: Kernels["linear"] = (x, rows, w, bias, out) => native.linearF32(x, rows, select(w.shape) ? roundTrip(w as Tensor) : w, bias, out);
+  return { ...native, name: "round-trip", linear, linearMany: (x, rows, ws, biases, outs) => ws.map((w, i) => linear(x, rows, w, biases?.[i], outs?.[i])) };
 }

@@ -45,8 +45,8 @@ function timed(k: NativeKernels, stats: Map<string, { calls: number; ms: number 
   };
   return {
     name: "timed",
-    linear: (x, rows, w, bias) => time(`linear [${w.shape.join(",")}] ${w.dtype}`, () => k.linear(x, rows, w, bias)),
-    linearMany: (x, rows, ws, biases) => time(`linearMany ${ws.map((w) => `[${w.shape.join(",")}]`).join(" ")}`, () => k.linearMany(x, rows, ws, biases)),
+    linear: (x, rows, w, bias, out) => time(`linear [${w.shape.join(",")}] ${w.dtype}`, () => k.linear(x, rows, w, bias, out)),
+    linearMany: (x, rows, ws, biases, outs) => time(`linearMany ${ws.map((w) => `[${w.shape.join(",")}]`).join(" ")}`, () => k.linearMany(x, rows, ws, biases, outs)),
     rmsNorm: (...a) => time("rmsNorm", () => k.rmsNorm(...a)),
     layerNorm: (...a) => time("layerNorm", () => k.layerNorm(...a)),
     rope: (...a) => time("rope", () => k.rope(...a)),

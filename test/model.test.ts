@@ -125,3 +125,17 @@ test("a batched pass over several sequences equals running each on its own", () 
     assert.equal(caches[i]!.length, a.cache.length);
   });
 });
+
+test("decode steps reuse their layer buffers without changing any result", () => {
+  // 24 tokens one at a time (each a 1-row pass on the decoder's reused buffers, the same arrays
+  // step after step) against one 24-row pass (above the reuse limit of 16 rows: fresh arrays).
+  const model = tinyModel("tiny-bf16");
+  const ids = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7919) % 4000));
+  const vocab = model.config.text.vocabSize;
+  const whole = model.text.forward(model.text.embed(ids), ids.length, model.text.newCache(), true);
+  const cache = model.text.newCache();
+  ids.forEach((id, i) => {
+    const step = model.text.forward(model.text.embed([id]), 1, cache);
+    assert.ok(relL2(step, whole.subarray(i * vocab, (i + 1) * vocab)) < 1e-6, `position ${i}`);
+  });
+});

@@ -10,10 +10,11 @@ import { join } from "node:path";
 import { loadNativeKernels, nativeLoadError, type NativeIsa, type NativeKernels } from "../src/backend/native-kernels.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
 import { f32ToBf16, bf16ToF32, f16ToF32 } from "../src/backend/dtype.js";
-import type { AttentionParams } from "../src/backend/kernels.js";
+import type { AttentionParams, Kernels } from "../src/backend/kernels.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { Idefics3Model } from "../src/model/idefics3.js";
+import { quantizeReference } from "../src/quant/reference.js";
 import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
 
 function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
@@ -288,6 +289,42 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
   });
 }
 
+/** Every kernel that takes an `out` array writes its result there, and rejects one of the wrong size. */
+function outputArrayTests(k: Kernels): void {
+  test(`${k.name}: results go into the output arrays given, which must be the result's size`, () => {
+    const x = randomArray(2 * 64, 1, 2);
+    const w = randomWeight("BF16", 40, 64, 2);
+    const into = new Float32Array(2 * 40);
+    assert.equal(k.linear(x, 2, w, null, into), into);
+    assert.deepEqual(into, k.linear(x, 2, w));
+    assert.throws(() => k.linear(x, 2, w, null, new Float32Array(79)), /output array has 79 values, expected 80/);
+    const q4 = quantizeReference(w, "q4");
+    const intoQ = new Float32Array(2 * 40);
+    assert.equal(k.linear(x, 2, q4, null, intoQ), intoQ);
+    assert.deepEqual(intoQ, k.linear(x, 2, q4));
+    assert.throws(() => k.linear(x, 2, q4, null, new Float32Array(81)), /output array/);
+    const outs = [new Float32Array(80), new Float32Array(80)];
+    const many = k.linearMany(x, 2, [w, w], undefined, outs);
+    assert.ok(many[0] === outs[0] && many[1] === outs[1]);
+    assert.deepEqual(outs[1], into);
+    const norm = new Float32Array(2 * 64);
+    const g = randomArray(64, 3);
+    assert.equal(k.rmsNorm(x, 2, g, 1e-5, norm), norm);
+    assert.deepEqual(norm, k.rmsNorm(x, 2, g, 1e-5));
+    const act = new Float32Array(80);
+    assert.equal(k.siluMul(into, outs[0]!, act), act);
+    assert.deepEqual(act, k.siluMul(into, outs[0]!));
+    assert.throws(() => k.siluMul(into, outs[0]!, new Float32Array(81)), /output array/);
+    const p = attentionParams(ATTENTION_CASES[1]!, 5);
+    const attn = new Float32Array(p.seqQ * p.numHeads * p.headDim);
+    assert.equal(k.attention({ ...p, out: attn }), attn);
+    assert.deepEqual(attn, k.attention(p));
+    assert.throws(() => k.attention({ ...p, out: new Float32Array(3) }), /output array/);
+  });
+}
+
+outputArrayTests(tsKernels);
+
 const native = loadNativeKernels();
 
 if (!native) {
@@ -308,6 +345,8 @@ if (!native) {
       after(() => native.setIsa(best));
     });
   }
+
+  outputArrayTests(native);
 
   test("argument errors are thrown, not crashes", () => {
     const w = randomWeight("BF16", 4, 8, 1);

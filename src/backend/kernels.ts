@@ -41,23 +41,31 @@ export interface AttentionParams {
    */
   kvRowStride?: number;
   kvHeadStride?: number;
+  /** Where to write the result (exactly seqQ * numHeads * headDim values); see `Kernels`. */
+  out?: Float32Array;
 }
 
+/**
+ * Results are new arrays, or the `out` array a caller passes (exactly the result's length), which
+ * is then filled and returned: a decode step reuses its buffers that way instead of allocating a
+ * dozen arrays per layer (each allocation of a few kilobytes costs microseconds, which adds up to
+ * about a tenth of a q4 decode step). A wrapper may ignore `out`, so callers use the returned array.
+ */
 export interface Kernels {
   readonly name: string;
   /**
    * y[rows, out] = x[rows, in] · Wᵀ + bias, with W of shape [out, in]. A quantized W multiplies
    * int8-quantized activations (src/quant/reference.ts says exactly how).
    */
-  linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
+  linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
   /**
    * Several linears of the same input (q/k/v, gate/up): the same results as calling `linear` on
    * each, in one pass where the backend can share the work (the native quantized path quantizes
    * x once and runs them in one fork-join).
    */
-  linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[]): Float32Array[];
+  linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[], outs?: readonly Float32Array[]): Float32Array[];
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
-  rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number): Float32Array;
+  rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */
   layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
   /**
@@ -68,9 +76,16 @@ export interface Kernels {
   /** Scaled dot-product attention with grouped KV heads; returns [seqQ, numHeads * headDim]. */
   attention(p: AttentionParams): Float32Array;
   /** silu(gate) * up, elementwise; gate and up have the same length. */
-  siluMul(gate: Float32Array, up: Float32Array): Float32Array;
+  siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array;
   /** GELU in place: the tanh approximation, or the exact erf form. */
   gelu(x: Float32Array, approximate: boolean): void;
   /** a += b, elementwise. */
   addInPlace(a: Float32Array, b: Float32Array): void;
+}
+
+/** `out` checked to hold exactly `length` values, or a new array when there is none. */
+export function outputArray(out: Float32Array | undefined, length: number, fn: string): Float32Array {
+  if (!out) return new Float32Array(length);
+  if (out.length !== length) throw new RangeError(`${fn}: the output array has ${out.length} values, expected ${length}`);
+  return out;
 }

@@ -14,7 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
+import { outputArray, type AttentionParams, type Kernels, type LinearWeight } from "./kernels.js";
 import type { DType, Tensor } from "../io/safetensors.js";
 import { allocateQuantized, isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
 
@@ -101,9 +101,9 @@ export interface NativeKernels extends Kernels {
    */
   linearMode: LinearMode;
   /** linear in bf16 mode, whatever `linearMode` says. */
-  linearBf16(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
+  linearBf16(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
   /** linear in float32 mode, whatever `linearMode` says. */
-  linearF32(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array;
+  linearF32(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
   info(): NativeInfo;
   /** Switches the instruction set (for tests and benchmarks); false if this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
@@ -213,10 +213,12 @@ export function loadNativeKernels(): NativeKernels | null {
   if (!a) return null;
 
   /** Quantized weights of one scheme and input size reading the same x, in one native call. */
-  const linearQuant = (x: Float32Array, rows: number, ws: readonly QuantizedTensor[], biases?: readonly (Float32Array | null | undefined)[]): Float32Array[] => {
+  const linearQuant = (
+    x: Float32Array, rows: number, ws: readonly QuantizedTensor[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly (Float32Array | undefined)[],
+  ): Float32Array[] => {
     const inDim = ws[0]!.shape[1];
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-    const ys = ws.map((w) => new Float32Array(rows * w.shape[0]));
+    const ys = ws.map((w, i) => outputArray(outs?.[i], rows * w.shape[0], "linear"));
     const code = SCHEME_CODE[ws[0]!.dtype];
     // Fixed-arity calls for the common counts: a spread call over a built argument list costs a
     // few microseconds, a tenth of a small decode-time linear.
@@ -243,11 +245,11 @@ export function loadNativeKernels(): NativeKernels | null {
   const shareable = (ws: readonly LinearWeight[]): ws is readonly QuantizedTensor[] =>
     ws.length > 0 && ws.length <= 4 && ws.every((w) => isQuantized(w) && w.dtype === ws[0]!.dtype && w.shape[1] === ws[0]!.shape[1]);
 
-  const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array => {
-    if (isQuantized(weight)) return linearQuant(x, rows, [weight], [bias])[0]!;
+  const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array => {
+    if (isQuantized(weight)) return linearQuant(x, rows, [weight], [bias], [out])[0]!;
     const { outDim, inDim, code } = weightArgs(weight, "linear");
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-    const y = new Float32Array(rows * outDim);
+    const y = outputArray(out, rows * outDim, "linear");
     a.linear(x, rows, weight.data, code, outDim, inDim, bias ?? null, y, mode);
     return y;
   };
@@ -255,13 +257,13 @@ export function loadNativeKernels(): NativeKernels | null {
   const kernels: NativeKernels = {
     name: "native",
     linearMode: "f32",
-    linear: (x, rows, weight, bias) => linearWith(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weight, bias),
-    linearMany: (x, rows, weights, biases) =>
-      shareable(weights) ? linearQuant(x, rows, weights, biases) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i])),
-    linearBf16: (x, rows, weight, bias) => linearWith(1, x, rows, weight, bias),
-    linearF32: (x, rows, weight, bias) => linearWith(0, x, rows, weight, bias),
-    rmsNorm: (x, rows, weight, eps) => {
-      const y = new Float32Array(rows * weight.length);
+    linear: (x, rows, weight, bias, out) => linearWith(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weight, bias, out),
+    linearMany: (x, rows, weights, biases, outs) =>
+      shareable(weights) ? linearQuant(x, rows, weights, biases, outs) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i])),
+    linearBf16: (x, rows, weight, bias, out) => linearWith(1, x, rows, weight, bias, out),
+    linearF32: (x, rows, weight, bias, out) => linearWith(0, x, rows, weight, bias, out),
+    rmsNorm: (x, rows, weight, eps, out) => {
+      const y = outputArray(out, rows * weight.length, "rmsNorm");
       a.rmsNorm(x, rows, weight, eps, y);
       return y;
     },
@@ -272,14 +274,14 @@ export function loadNativeKernels(): NativeKernels | null {
     },
     rope: (x, rows, numHeads, headDim, cos, sin) => a.rope(x, rows, numHeads, headDim, cos, sin),
     attention: (p: AttentionParams) => {
-      const out = new Float32Array(p.seqQ * p.numHeads * p.headDim);
+      const out = outputArray(p.out, p.seqQ * p.numHeads * p.headDim, "attention");
       const offset = p.causalOffset === null ? -1 : p.causalOffset;
       if (p.k instanceof Uint16Array !== p.v instanceof Uint16Array) throw new TypeError("attention: k and v must have the same element type");
       a.attention(p.q, p.k, p.v, p.seqQ, p.seqK, p.numHeads, p.numKvHeads, p.headDim, p.scale, offset, out, p.k instanceof Uint16Array ? 1 : 0, p.kvRowStride ?? null, p.kvHeadStride ?? null);
       return out;
     },
-    siluMul: (gate, up) => {
-      const y = new Float32Array(gate.length);
+    siluMul: (gate, up, out) => {
+      const y = outputArray(out, gate.length, "siluMul");
       a.siluMul(gate, up, y);
       return y;
     },

@@ -3,7 +3,7 @@
  * rounded once to float32 on store, so these are at least as accurate as PyTorch's float32 path;
  * every native kernel is tested against them.
  */
-import type { AttentionParams, Kernels, LinearWeight } from "./kernels.js";
+import { outputArray, type AttentionParams, type Kernels, type LinearWeight } from "./kernels.js";
 import { toFloat32, widenRows } from "./dtype.js";
 import { isQuantized } from "../quant/format.js";
 import { linearQuantizedReference } from "../quant/reference.js";
@@ -11,11 +11,14 @@ import { linearQuantizedReference } from "../quant/reference.js";
 /** Output rows of the weight widened to float32 at a time: reused by every input row. */
 const WEIGHT_BLOCK_ROWS = 32;
 
-function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null): Float32Array {
-  if (isQuantized(weight)) return linearQuantizedReference(x, rows, weight, bias);
+function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
   const [outDim, inDim] = weight.shape as [number, number];
+  const y = outputArray(out, rows * outDim, "linear");
+  if (isQuantized(weight)) {
+    y.set(linearQuantizedReference(x, rows, weight, bias));
+    return y;
+  }
   if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-  const y = new Float32Array(rows * outDim);
   const block = new Float32Array(WEIGHT_BLOCK_ROWS * inDim);
   for (let o0 = 0; o0 < outDim; o0 += WEIGHT_BLOCK_ROWS) {
     const count = Math.min(WEIGHT_BLOCK_ROWS, outDim - o0);
@@ -41,9 +44,9 @@ function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Floa
   return y;
 }
 
-function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number): Float32Array {
+function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array {
   const dim = weight.length;
-  const y = new Float32Array(rows * dim);
+  const y = outputArray(out, rows * dim, "rmsNorm");
   for (let r = 0; r < rows; r++) {
     const off = r * dim;
     let ss = 0;
@@ -105,7 +108,7 @@ function attention(p: AttentionParams): Float32Array {
   if (p.k.length < extent || p.v.length < extent) throw new RangeError(`attention: k and v need ${extent} values, got ${p.k.length} and ${p.v.length}`);
   const k = widenKv(p.k, extent);
   const v = widenKv(p.v, extent);
-  const out = new Float32Array(seqQ * numHeads * headDim);
+  const out = outputArray(p.out, seqQ * numHeads * headDim, "attention");
   const group = numHeads / numKvHeads;
   const qStride = numHeads * headDim;
   const scores = new Float64Array(seqK);
@@ -138,8 +141,8 @@ function attention(p: AttentionParams): Float32Array {
   return out;
 }
 
-function siluMul(gate: Float32Array, up: Float32Array): Float32Array {
-  const y = new Float32Array(gate.length);
+function siluMul(gate: Float32Array, up: Float32Array, out?: Float32Array): Float32Array {
+  const y = outputArray(out, gate.length, "siluMul");
   for (let i = 0; i < gate.length; i++) {
     const g = gate[i]!;
     y[i] = (g / (1 + Math.exp(-g))) * up[i]!;
@@ -173,8 +176,8 @@ function addInPlace(a: Float32Array, b: Float32Array): void {
   for (let i = 0; i < a.length; i++) a[i] = a[i]! + b[i]!;
 }
 
-function linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[]): Float32Array[] {
-  return weights.map((w, i) => linear(x, rows, w, biases?.[i]));
+function linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[], outs?: readonly Float32Array[]): Float32Array[] {
+  return weights.map((w, i) => linear(x, rows, w, biases?.[i], outs?.[i]));
 }
 
 export const tsKernels: Kernels = { name: "typescript", linear, linearMany, rmsNorm, layerNorm, rope, attention, siluMul, gelu, addInPlace };

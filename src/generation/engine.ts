@@ -223,7 +223,8 @@ export class Engine {
       return;
     }
     const vocab = this.model.config.text.vocabSize;
-    feeding.forEach((s, i) => (s.logits = logits.slice(i * vocab, (i + 1) * vocab)));
+    // Views, not copies: every pass returns a new logits array, and each sequence owns its rows.
+    feeding.forEach((s, i) => (s.logits = logits.subarray(i * vocab, (i + 1) * vocab)));
     if (prefilling && prefilling.phase === "prefill") {
       prefilling.timings.prefill_ms += now() - t0;
       prefilling.prefilled += chunk;

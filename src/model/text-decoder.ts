@@ -24,6 +24,39 @@ interface DecoderLayer {
 
 const PREFIX = "model.text_model";
 
+/** Passes of at most this many rows (decode steps, small batches) reuse their layer buffers. */
+const STEP_BUFFER_MAX_ROWS = 16;
+
+/**
+ * The intermediate arrays of one layer for a pass of `rows` rows. Every layer overwrites them in
+ * turn, and decode steps reuse them from step to step, so a step allocates almost nothing: with a
+ * new array per kernel call, a q4 step spent about a tenth of its time allocating (Kernels, `out`).
+ */
+class LayerBuffers {
+  readonly normed: Float32Array;
+  readonly q: Float32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly attention: Float32Array;
+  readonly hidden: Float32Array;
+  readonly gate: Float32Array;
+  readonly up: Float32Array;
+  readonly act: Float32Array;
+
+  constructor(rows: number, c: TextConfig) {
+    const f = (width: number): Float32Array => new Float32Array(rows * width);
+    this.normed = f(c.hiddenSize);
+    this.q = f(c.numHeads * c.headDim);
+    this.k = f(c.numKvHeads * c.headDim);
+    this.v = f(c.numKvHeads * c.headDim);
+    this.attention = f(c.numHeads * c.headDim);
+    this.hidden = f(c.hiddenSize);
+    this.gate = f(c.intermediateSize);
+    this.up = f(c.intermediateSize);
+    this.act = f(c.intermediateSize);
+  }
+}
+
 function loadLayer(store: WeightStore, c: TextConfig, i: number): DecoderLayer {
   const p = `${PREFIX}.layers.${i}`;
   const h = c.hiddenSize;
@@ -52,6 +85,7 @@ export class TextDecoder {
   private readonly rotary: RotaryTable;
   /** Element type of the caches this decoder makes. */
   readonly kvDtype: KVDType;
+  private readonly buffers = new Map<number, LayerBuffers>();
 
   constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels, kvDtype: KVDType = "F32") {
     this.config = config;
@@ -109,36 +143,50 @@ export class TextDecoder {
     for (const s of segments) for (let i = 0; i < s.rows; i++) positions.push(s.cache.length + i);
     const { cos, sin } = this.rotary.tablesFor(positions);
     const x = embeds.slice(0, rows * h);
+    const b = this.layerBuffers(rows);
+    const eps = this.config.rmsNormEps;
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l]!;
-      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, this.config.rmsNormEps), segments, cos, sin);
+      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, eps, b?.normed), segments, cos, sin, b);
       k.addInPlace(x, attn);
-      const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, this.config.rmsNormEps);
-      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up]);
-      const act = k.siluMul(gate!, up!);
-      k.addInPlace(x, k.linear(act, rows, layer.down));
+      const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, eps, b?.normed);
+      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, b && [b.gate, b.up]);
+      const act = k.siluMul(gate!, up!, b?.act);
+      k.addInPlace(x, k.linear(act, rows, layer.down, null, b?.hidden));
     }
     for (const s of segments) s.cache.length += s.rows;
     const tail = allLogits ? x : lastRows(x, segments, h);
     const tailRows = allLogits ? rows : segments.length;
-    return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, this.config.rmsNormEps), tailRows, this.lmHead);
+    return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, eps), tailRows, this.lmHead);
   }
 
-  private attention(layer: DecoderLayer, index: number, x: Float32Array, segments: readonly Segment[], cos: Float32Array, sin: Float32Array): Float32Array {
+  /** Reused buffers for a pass of `rows` rows, or undefined for larger passes (prefill chunks). */
+  private layerBuffers(rows: number): LayerBuffers | undefined {
+    if (rows > STEP_BUFFER_MAX_ROWS) return undefined;
+    let b = this.buffers.get(rows);
+    if (!b) this.buffers.set(rows, (b = new LayerBuffers(rows, this.config)));
+    return b;
+  }
+
+  private attention(
+    layer: DecoderLayer, index: number, x: Float32Array, segments: readonly Segment[], cos: Float32Array, sin: Float32Array, b: LayerBuffers | undefined,
+  ): Float32Array {
     const c = this.config;
     const k = this.kernels;
     const rows = x.length / c.hiddenSize;
-    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v]) as [Float32Array, Float32Array, Float32Array];
+    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v], undefined, b && [b.q, b.k, b.v]) as [Float32Array, Float32Array, Float32Array];
     k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
     k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
     const qStride = c.numHeads * c.headDim;
     const kvStride = c.numKvHeads * c.headDim;
-    const out = new Float32Array(rows * qStride);
+    const out = b?.attention ?? new Float32Array(rows * qStride);
     let row = 0;
     for (const s of segments) {
       const start = s.cache.length;
       s.cache.write(index, start, key.subarray(row * kvStride), value.subarray(row * kvStride), s.rows);
+      const target = segments.length === 1 ? out : out.subarray(row * qStride, (row + s.rows) * qStride);
       const o = k.attention({
+        out: target,
         q: q.subarray(row * qStride, (row + s.rows) * qStride),
         k: s.cache.layerKeys(index),
         v: s.cache.layerValues(index),
@@ -151,10 +199,10 @@ export class TextDecoder {
         causalOffset: start,
         ...s.cache.layout(),
       });
-      out.set(o, row * qStride);
+      if (o !== target) target.set(o); // from a wrapper that ignored `out`
       row += s.rows;
     }
-    return k.linear(out, rows, layer.o);
+    return k.linear(out, rows, layer.o, null, b?.hidden);
   }
 }
 
