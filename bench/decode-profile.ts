@@ -45,6 +45,7 @@ function timed(k: NativeKernels, stats: Map<string, { calls: number; ms: number 
   };
   return {
     name: "timed",
+    packForDecoding: k.packForDecoding,
     linear: (x, rows, w, bias, out) => time(`linear [${w.shape.join(",")}] ${w.dtype}`, () => k.linear(x, rows, w, bias, out)),
     linearMany: (x, rows, ws, biases, outs) => time(`linearMany ${ws.map((w) => `[${w.shape.join(",")}]`).join(" ")}`, () => k.linearMany(x, rows, ws, biases, outs)),
     rmsNorm: (...a) => time("rmsNorm", () => k.rmsNorm(...a)),

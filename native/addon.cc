@@ -145,6 +145,11 @@ struct QuantArrays {
 
 QuantArrays quant_arrays(Args& a, size_t codesAt, size_t scalesAt, size_t minsAt, size_t scheme, size_t rows, size_t cols) {
   QuantArrays out;
+  if (scheme == kQ4x4) {  // one packed array (kernels.h); scales and mins are null
+    out.q = a.array(codesAt, napi_uint8_array, "packed Q4_1x4 weight");
+    a.need(out.q, q4x4_bytes(rows, cols), "packed Q4_1x4 weight");
+    return out;
+  }
   out.q = a.array(codesAt, scheme == 8 ? napi_int8_array : napi_uint8_array, "codes");
   a.need(out.q, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2, "codes");
   out.scales = a.array(scalesAt, napi_uint16_array, "scales");
@@ -156,15 +161,15 @@ QuantArrays quant_arrays(Args& a, size_t codesAt, size_t scalesAt, size_t minsAt
   return out;
 }
 
-// linearQuant(x, rows, inDim, scheme (8 | 4), then for each of 1 to 4 weights reading x:
-//             q (Int8Array | Uint8Array), scales, mins|null, outDim, bias|null, y)
+// linearQuant(x, rows, inDim, scheme (8 | 4 | 5: Q4_1x4), then for each of 1 to 4 weights reading x:
+//             q (Int8Array | Uint8Array; Q4_1x4: the packed Uint8Array), scales|null, mins|null, outDim, bias|null, y)
 napi_value LinearQuant(napi_env env, napi_callback_info info) {
   Args a(env, info, 10, "linearQuant");
   const size_t rows = a.count(1, "rows");
   const size_t inDim = a.count(2, "inDim");
   const size_t scheme = a.count(3, "scheme");
   const size_t groups = (a.argc() - 4) / 6;
-  if (a.ok() && scheme != 8 && scheme != 4) a.fail("scheme must be 8 (Q8_0) or 4 (Q4_1)");
+  if (a.ok() && scheme != 8 && scheme != 4 && scheme != static_cast<size_t>(kQ4x4)) a.fail("scheme must be 8 (Q8_0), 4 (Q4_1) or 5 (Q4_1x4)");
   if (a.ok() && inDim % 32 != 0) a.fail("inDim must be a multiple of 32");
   if (a.ok() && (groups < 1 || groups > static_cast<size_t>(kMaxQuantParts) || (a.argc() - 4) % 6 != 0)) a.fail("expects 1 to 4 groups of (q, scales, mins, outDim, bias, y)");
   Array x = a.array(0, napi_float32_array, "x");
@@ -181,6 +186,31 @@ napi_value LinearQuant(napi_env env, napi_callback_info info) {
   }
   if (!a.ok()) return nullptr;
   linear_quant_many(static_cast<const float*>(x.data), rows, inDim, static_cast<int>(scheme), parts, static_cast<int>(groups));
+  return nullptr;
+}
+
+// q4x4Bytes(rows, cols) -> bytes of a Q4_1 [rows][cols] weight repacked as Q4_1x4 (kernels.h)
+napi_value Q4x4Bytes(napi_env env, napi_callback_info info) {
+  Args a(env, info, 2, "q4x4Bytes");
+  const size_t rows = a.count(0, "rows"), cols = a.count(1, "cols");
+  if (a.ok() && cols % 32 != 0) a.fail("cols must be a multiple of 32");
+  if (!a.ok()) return nullptr;
+  napi_value v;
+  napi_create_double(env, static_cast<double>(q4x4_bytes(rows, cols)), &v);
+  return v;
+}
+
+// packQ4x4(q, scales, mins, rows, cols, out): a Q4_1 weight repacked as Q4_1x4 into out
+napi_value PackQ4x4(napi_env env, napi_callback_info info) {
+  Args a(env, info, 6, "packQ4x4");
+  const size_t rows = a.count(3, "rows"), cols = a.count(4, "cols");
+  if (a.ok() && cols % 32 != 0) a.fail("cols must be a multiple of 32");
+  const QuantArrays w = quant_arrays(a, 0, 1, 2, 4, rows, cols);
+  Array out = a.array(5, napi_uint8_array, "out");
+  a.need(out, q4x4_bytes(rows, cols), "out");
+  if (!a.ok()) return nullptr;
+  pack_q4x4(static_cast<const uint8_t*>(w.q.data), static_cast<const uint16_t*>(w.scales.data), static_cast<const uint16_t*>(w.mins.data), rows, cols,
+            static_cast<uint8_t*>(out.data));
   return nullptr;
 }
 
@@ -345,7 +375,7 @@ napi_value make_bool(napi_env env, bool b) {
   return v;
 }
 
-// info() -> { isa, isas, threads, bf16Native, features: { avx2, avx512, avx512bf16, avx512vnni, avxvnni, neon, dotprod } }
+// info() -> { isa, isas, threads, bf16Native, packedQ4, features: { avx2, avx512, avx512bf16, avx512vnni, avxvnni, neon, dotprod } }
 napi_value Info(napi_env env, napi_callback_info) {
   napi_value o, isas, features, threads;
   napi_create_object(env, &o);
@@ -357,6 +387,7 @@ napi_value Info(napi_env env, napi_callback_info) {
   napi_create_int32(env, pool_threads(), &threads);
   napi_set_named_property(env, o, "threads", threads);
   napi_set_named_property(env, o, "bf16Native", make_bool(env, linear_bf16_native()));
+  napi_set_named_property(env, o, "packedQ4", make_bool(env, q4x4_preferred()));
   const CpuFeatures& f = cpu_features();
   napi_create_object(env, &features);
   napi_set_named_property(env, features, "avx2", make_bool(env, f.avx2));
@@ -420,6 +451,8 @@ NAPI_MODULE_INIT() {
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setQuantDot", nullptr, SetQuantDot, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"linearQuant", nullptr, LinearQuant, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"q4x4Bytes", nullptr, Q4x4Bytes, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"packQ4x4", nullptr, PackQ4x4, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"quantize", nullptr, Quantize, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"releasePages", nullptr, ReleasePages, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mapFile", nullptr, MapFile, nullptr, nullptr, nullptr, napi_default, nullptr},

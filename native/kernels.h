@@ -32,6 +32,15 @@ struct QuantLinear {
   float* y;
 };
 constexpr int kMaxQuantParts = 4;
+// Q4_1 weights repacked for decoding ("Q4_1x4", quant.cc): q4x4_bytes(N, K) bytes, filled by
+// pack_q4x4 from a canonical Q4_1 weight's codes, scales and minimums. linear_quant_many takes them
+// as scheme kQ4x4, with QuantLinear::wq the packed bytes and scales and mins null. q4x4_preferred:
+// whether decoding reads them faster than the canonical layout here (x86 with AVX2 or better;
+// elsewhere a portable loop runs them, correct but slower).
+constexpr int kQ4x4 = 5;
+size_t q4x4_bytes(size_t N, size_t K);
+void pack_q4x4(const uint8_t* q, const uint16_t* scales, const uint16_t* mins, size_t N, size_t K, uint8_t* out);
+bool q4x4_preferred();
 // Up to kMaxQuantParts quantized linears of one scheme that read the same x (K % 32 == 0): x is
 // quantized once and all of them run in one fork-join.
 void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count);

@@ -150,6 +150,10 @@ struct QuantizedRows {
   // blocks' ([dx0 dx2 dx4 dx6 | dx1 dx3 dx5 dx7]), so that an in-lane shuffle spreads pair k's two
   // scales over the lanes that hold its two blocks.
   std::vector<float> scaleQuads;
+  // The Q4_1x4 kernels' copy (pair_rows_x4): pairs as in qPairs with an odd last block paired with
+  // zeros, each row np * 64 codes; per pair [dx(2p) x4 | dx(2p+1) x4] and the same of dx·Σqx.
+  std::vector<int8_t> x4q;
+  std::vector<float> x4dx, x4sx;
 };
 
 void pair_blocks(QuantizedRows& a, size_t M, size_t K) {
@@ -212,6 +216,86 @@ void quantize_activations(const float* x, size_t M, size_t K, QuantizedRows& out
   for (size_t b = 0; b < blocks; b++) quantize_activation_block(x + b * QB, out.q.data() + b * QB, &out.scale[b], &out.scaledSum[b]);
 }
 
+// ---- Q4_1x4: Q4_1 weights interleaved for decoding ------------------------------------------------
+//
+// Canonical Q4_1 (format.ts) keeps a weight's codes, scales and minimums in three arrays, so a
+// decode kernel that takes four output rows at a time reads four code streams and eight short
+// table streams, and pays per output for a horizontal sum and the minimums' term. Repacked (once,
+// at load), rows go in groups of 4 and blocks in pairs; each (group, pair) is one 160-byte unit:
+//   codes  4 x 32 bytes: row j's blocks 2p and 2p + 1 as stored (16 packed bytes each)
+//   scales 8 halves: block 2p of rows 0-3, then block 2p + 1 of rows 0-3
+//   mins   8 halves, in the same order
+// A thread then reads one sequential stream, and the 4 rows' integer dot products of a pair,
+// reduced with two rounds of horizontal adds, land in the scales' lane order: one multiply-add per
+// pair for all 4 rows. Rows past N (N % 4) and the block after an odd last one are zeros (scale 0,
+// minimum 0: they add nothing).
+constexpr size_t X4_ROWS = 4, X4_UNIT = 160;
+
+size_t x4_pairs(size_t K) { return (K / QB + 1) / 2; }
+
+struct PackX4Job {
+  const uint8_t* q;
+  const uint16_t* scales;
+  const uint16_t* mins;
+  size_t N, K;
+  uint8_t* out;
+};
+
+void pack_x4_group(void* ctx, size_t g) {
+  const PackX4Job& j = *static_cast<const PackX4Job*>(ctx);
+  const size_t nb = j.K / QB, np = x4_pairs(j.K);
+  uint8_t* unit = j.out + g * np * X4_UNIT;
+  std::memset(unit, 0, np * X4_UNIT);
+  for (size_t p = 0; p < np; p++, unit += X4_UNIT) {
+    uint16_t s[8] = {}, m[8] = {};
+    for (size_t r = 0; r < X4_ROWS && g * X4_ROWS + r < j.N; r++) {
+      const size_t row = g * X4_ROWS + r;
+      for (size_t h = 0; h < 2 && 2 * p + h < nb; h++) {
+        const size_t b = 2 * p + h;
+        std::memcpy(unit + 32 * r + 16 * h, j.q + (row * j.K + b * QB) / 2, QB / 2);
+        s[4 * h + r] = j.scales[row * nb + b];
+        m[4 * h + r] = j.mins[row * nb + b];
+      }
+    }
+    std::memcpy(unit + 128, s, sizeof s);
+    std::memcpy(unit + 144, m, sizeof m);
+  }
+}
+
+// x's codes and scales as the Q4_1x4 kernels read them (QuantizedRows::x4q, x4dx, x4sx).
+void pair_rows_x4(QuantizedRows& a, size_t M, size_t K) {
+  const size_t nb = K / QB, np = x4_pairs(K);
+  a.x4q.assign(M * np * 64, 0);
+  a.x4dx.assign(M * np * 8, 0.0f);
+  a.x4sx.assign(M * np * 8, 0.0f);
+  for (size_t r = 0; r < M; r++) {
+    for (size_t b = 0; b < nb; b++) {
+      const size_t p = b / 2, h = b % 2, at = r * np + p;
+      const int8_t* src = a.q.data() + r * K + b * QB;
+      std::memcpy(a.x4q.data() + at * 64 + 16 * h, src, 16);
+      std::memcpy(a.x4q.data() + at * 64 + 32 + 16 * h, src + 16, 16);
+      for (size_t i = 0; i < 4; i++) {
+        a.x4dx[at * 8 + 4 * h + i] = a.scale[r * nb + b];
+        a.x4sx[at * 8 + 4 * h + i] = a.scaledSum[r * nb + b];
+      }
+    }
+  }
+}
+
+// One weight row of a Q4_1x4 weight back in the canonical layout (codes, scales, mins of that row
+// alone), for the many-row path, which expands rows to float32.
+void unpack_x4_row(const uint8_t* packed, size_t K, size_t row, uint8_t* q, uint16_t* scales, uint16_t* mins) {
+  const size_t nb = K / QB, np = x4_pairs(K), g = row / X4_ROWS, r = row % X4_ROWS;
+  const uint8_t* unit = packed + g * np * X4_UNIT;
+  for (size_t b = 0; b < nb; b++) {
+    const uint8_t* u = unit + (b / 2) * X4_UNIT;
+    const size_t h = b % 2;
+    std::memcpy(q + b * QB / 2, u + 32 * r + 16 * h, QB / 2);
+    std::memcpy(scales + b, u + 128 + 2 * (4 * h + r), 2);
+    std::memcpy(mins + b, u + 144 + 2 * (4 * h + r), 2);
+  }
+}
+
 // ---- few rows: integer dot products ------------------------------------------------------------
 
 struct QuantJob {
@@ -223,8 +307,10 @@ struct QuantJob {
   int scheme;
   const float* bias;
   float* y;
-  size_t chunk;
+  size_t chunk;  // outputs per task (a multiple of 4)
 };
+
+using QuantTaskFn = void (*)(const QuantJob&, size_t);
 
 // Σ over blocks of mw·(dx·Σqx): the Q4_1 minimum's share of one output, a short float dot product.
 float min_term(const QuantJob& a, size_t r, size_t o) {
@@ -263,6 +349,40 @@ void gemv_task(const QuantJob& a, size_t t) {
   const size_t o1 = std::min(a.N, (t + 1) * a.chunk);
   for (size_t o = t * a.chunk; o < o1; o++) {
     for (size_t r = 0; r < a.M; r++) a.y[r * a.N + o] = dot_row(a, r, o) + (a.bias ? a.bias[o] : 0.0f);
+  }
+}
+
+// Q4_1x4: every row against the 4 outputs of each group of the chunk, in integers then scaled.
+void gemv_x4_task(const QuantJob& a, size_t t) {
+  const size_t np = x4_pairs(a.K), o1 = std::min(a.N, (t + 1) * a.chunk);
+  const uint8_t* w = static_cast<const uint8_t*>(a.wq);
+  for (size_t g = t * a.chunk / X4_ROWS; g * X4_ROWS < o1; g++) {
+    for (size_t r = 0; r < a.M; r++) {
+      float acc[X4_ROWS] = {};
+      for (size_t p = 0; p < np; p++) {
+        const uint8_t* u = w + (g * np + p) * X4_UNIT;
+        const int8_t* x = a.xq->x4q.data() + (r * np + p) * 64;
+        const float* dx = a.xq->x4dx.data() + (r * np + p) * 8;
+        const float* sx = a.xq->x4sx.data() + (r * np + p) * 8;
+        for (size_t j = 0; j < X4_ROWS; j++) {
+          for (size_t h = 0; h < 2; h++) {
+            int dot = 0;
+            for (size_t i = 0; i < 16; i++) {
+              const uint8_t c = u[32 * j + 16 * h + i];
+              dot += (c & 15) * x[16 * h + i] + (c >> 4) * x[32 + 16 * h + i];
+            }
+            uint16_t sb, mb;
+            std::memcpy(&sb, u + 128 + 2 * (4 * h + j), 2);
+            std::memcpy(&mb, u + 144 + 2 * (4 * h + j), 2);
+            acc[j] += f16_to_f32(sb) * dx[4 * h] * static_cast<float>(dot) + f16_to_f32(mb) * sx[4 * h];
+          }
+        }
+      }
+      for (size_t j = 0; j < X4_ROWS && g * X4_ROWS + j < a.N; j++) {
+        const size_t o = g * X4_ROWS + j;
+        a.y[r * a.N + o] = acc[j] + (a.bias ? a.bias[o] : 0.0f);
+      }
+    }
   }
 }
 
@@ -376,7 +496,7 @@ struct MultiJob {
   QuantJob parts[kMaxQuantParts];
   size_t firstTask[kMaxQuantParts + 1];
   int count;
-  void (*run)(const QuantJob&, size_t);
+  QuantTaskFn run;
   StripedTasks striped{0, 1};  // over all the parts' chunks, in order
 };
 
@@ -406,6 +526,17 @@ void expand_row_task(void* ctx, size_t i) {
   const ExpandJob& e = *static_cast<const ExpandJob*>(ctx);
   const size_t row = e.row0 + i, nb = e.K / QB;
   float* out = e.out + i * e.K;
+  if (e.scheme == kQ4x4) {  // the row back in the canonical layout, then as Q4_1
+    static thread_local std::vector<uint8_t> q;
+    static thread_local std::vector<uint16_t> scales, mins;
+    q.resize(e.K / 2);
+    scales.resize(nb);
+    mins.resize(nb);
+    unpack_x4_row(static_cast<const uint8_t*>(e.wq), e.K, row, q.data(), scales.data(), mins.data());
+    ExpandJob one{q.data(), scales.data(), mins.data(), 4, e.K, 0, out, e.avx2};
+    expand_row_task(&one, 0);
+    return;
+  }
 #ifdef SMOLVLM_X86
   if (e.avx2) {
     for (size_t b = 0; b < nb; b++) avx2::expand_block(e.wq, e.scales, e.mins, e.scheme, e.K, row, b, out + b * QB);
@@ -557,6 +688,15 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
 
 }  // namespace
 
+size_t q4x4_bytes(size_t N, size_t K) { return (N + X4_ROWS - 1) / X4_ROWS * x4_pairs(K) * X4_UNIT; }
+
+void pack_q4x4(const uint8_t* q, const uint16_t* scales, const uint16_t* mins, size_t N, size_t K, uint8_t* out) {
+  PackX4Job j{q, scales, mins, N, K, out};
+  parallel_for((N + X4_ROWS - 1) / X4_ROWS, pack_x4_group, &j);
+}
+
+bool q4x4_preferred() { return use_avx2(); }
+
 bool set_quant_dot(const char* name) {
   const std::string n = name;
   if (n == "auto") {
@@ -601,23 +741,24 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     a.chunk = gemv_chunk_outputs(a.N, threads);
     m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
   }
-  m.run = portable::gemv_task;
+  if (scheme == kQ4x4) pair_rows_x4(xq, M, K);
+  m.run = scheme == kQ4x4 ? portable::gemv_x4_task : portable::gemv_task;
 #ifdef SMOLVLM_ARM64
-  if (use_dotprod()) m.run = scheme == 8 ? armdot::gemv_task<8> : armdot::gemv_task<4>;
+  if (use_dotprod() && scheme != kQ4x4) m.run = scheme == 8 ? armdot::gemv_task<8> : armdot::gemv_task<4>;
 #endif
 #ifdef SMOLVLM_X86
   if (use_avx2()) {
     if (scheme == 4) pair_blocks(xq, M, K);
-    m.run = scheme == 8 ? avx2::gemv_task<8> : avx2::gemv_task<4>;
+    m.run = avx2::task_for(scheme);
     const QuantDot dot = g_quantDot.load(std::memory_order_relaxed);
     const CpuFeatures& f = cpu_features();
     if (dot == QuantDot::VnniEmulated) {
-      m.run = scheme == 8 ? vnniemu::gemv_task<8> : vnniemu::gemv_task<4>;
+      m.run = vnniemu::task_for(scheme);
     } else if (dot == QuantDot::Auto && current_isa() == Isa::Avx512 && f.avx512vnni) {
-      m.run = scheme == 8 ? avx512vnni::gemv_task<8> : avx512vnni::gemv_task<4>;
+      m.run = avx512vnni::task_for(scheme);
 #ifdef SMOLVLM_HAVE_AVXVNNI
     } else if (dot == QuantDot::Auto && f.avxvnni) {
-      m.run = scheme == 8 ? avxvnni::gemv_task<8> : avxvnni::gemv_task<4>;
+      m.run = avxvnni::task_for(scheme);
 #endif
     }
   }

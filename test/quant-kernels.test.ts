@@ -13,8 +13,10 @@ import { loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type 
 import { f16ToF32 } from "../src/backend/dtype.js";
 import { encodeSafetensors, SafetensorsFile, type DType, type Tensor } from "../src/io/safetensors.js";
 import { QUANT_BLOCK, type QuantScheme, type QuantizedTensor } from "../src/quant/format.js";
+import type { LinearWeight } from "../src/backend/kernels.js";
 import { dequantizeRows, linearQuantizedReference, quantizeReference, roundHalfEven } from "../src/quant/reference.js";
 import { randomArray, randomWeight, relL2, rng } from "./helpers.js";
+import { tsKernels } from "../src/backend/ts-kernels.js";
 
 const SCHEMES: QuantScheme[] = ["q8", "q4"];
 
@@ -143,22 +145,32 @@ const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [130, 768, 300],
 ];
 
+/**
+ * The weight layouts the native quantized linear reads: q8, q4, and q4 repacked for decoding
+ * (Q4_1x4, native/quant.cc), each with the canonical weight the reference reads.
+ */
+const LAYOUTS: { name: string; make: (w: Tensor) => { ref: QuantizedTensor; run: LinearWeight } }[] = [
+  { name: "q8", make: (w) => ((q) => ({ ref: q, run: q }))(quantizeReference(w, "q8")) },
+  { name: "q4", make: (w) => ((q) => ({ ref: q, run: q }))(quantizeReference(w, "q4")) },
+  { name: "q4 as Q4_1x4", make: (w) => ((q) => ({ ref: q, run: native!.packQ4(q) }))(quantizeReference(w, "q4")) },
+];
+
 describe("native quantized linear against the reference", { skip }, () => {
   const isas = native ? (native.info().isas as NativeIsa[]) : [];
   const initial = native?.info().isa;
   for (const isa of isas) {
-    for (const scheme of SCHEMES) {
-      test(`${isa} ${scheme}: rows x in x out over ${SHAPES.length} shapes, relative L2 <= 1e-5`, () => {
+    for (const layout of LAYOUTS) {
+      test(`${isa} ${layout.name}: rows x in x out over ${SHAPES.length} shapes, relative L2 <= 1e-5`, () => {
         assert.ok(native!.setIsa(isa));
         try {
           for (const [rows, inDim, outDim] of SHAPES) {
-            const w = quantizeReference(randomWeight("BF16", outDim, inDim, rows * 7 + outDim), scheme);
+            const { ref, run } = layout.make(randomWeight("BF16", outDim, inDim, rows * 7 + outDim));
             const x = randomArray(rows * inDim, inDim + outDim, 2);
             const bias = outDim % 2 ? randomArray(outDim, 5) : null;
-            const want = linearQuantizedReference(x, rows, w, bias);
-            const got = native!.linear(x, rows, w, bias);
+            const want = linearQuantizedReference(x, rows, ref, bias);
+            const got = native!.linear(x, rows, run, bias);
             const err = relL2(got, want);
-            assert.ok(err <= 1e-5, `${isa} ${scheme} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
+            assert.ok(err <= 1e-5, `${isa} ${layout.name} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
           }
         } finally {
           native!.setIsa(initial!);
@@ -175,19 +187,19 @@ describe("native quantized linear against the reference", { skip }, () => {
     assert.ok(native!.setIsa("avx2"));
     assert.ok(native!.setQuantDot("vnni-emulated"));
     try {
-      for (const scheme of SCHEMES) {
+      for (const layout of LAYOUTS) {
         for (const [rows, inDim, outDim] of SHAPES) {
-          const w = quantizeReference(randomWeight("BF16", outDim, inDim, rows * 7 + outDim), scheme);
+          const { ref, run } = layout.make(randomWeight("BF16", outDim, inDim, rows * 7 + outDim));
           const x = randomArray(rows * inDim, inDim + outDim, 2);
           const bias = outDim % 2 ? randomArray(outDim, 5) : null;
-          const err = relL2(native!.linear(x, rows, w, bias), linearQuantizedReference(x, rows, w, bias));
-          assert.ok(err <= 1e-5, `emulated VNNI ${scheme} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
+          const err = relL2(native!.linear(x, rows, run, bias), linearQuantizedReference(x, rows, ref, bias));
+          assert.ok(err <= 1e-5, `emulated VNNI ${layout.name} ${rows}x${inDim}x${outDim}: relative L2 ${err.toExponential(3)}`);
         }
         // Extreme codes and activations: every product at its largest magnitude, both signs.
-        const w = quantizeReference({ dtype: "F32", shape: [8, 64], data: Float32Array.from({ length: 512 }, (_, i) => (i % 3 === 0 ? -1 : 1)) }, scheme);
+        const { ref, run } = layout.make({ dtype: "F32", shape: [8, 64], data: Float32Array.from({ length: 512 }, (_, i) => (i % 3 === 0 ? -1 : 1)) });
         const x = Float32Array.from({ length: 2 * 64 }, (_, i) => (i % 5 === 0 ? -1 : 1));
-        const err = relL2(native!.linear(x, 2, w), linearQuantizedReference(x, 2, w, null));
-        assert.ok(err <= 1e-5, `emulated VNNI ${scheme} extremes: relative L2 ${err.toExponential(3)}`);
+        const err = relL2(native!.linear(x, 2, run), linearQuantizedReference(x, 2, ref, null));
+        assert.ok(err <= 1e-5, `emulated VNNI ${layout.name} extremes: relative L2 ${err.toExponential(3)}`);
       }
     } finally {
       native!.setQuantDot("auto");
@@ -209,15 +221,15 @@ describe("native quantized linear against the reference", { skip }, () => {
   });
 
   test("linearMany: several quantized weights on one input give each one's linear (1 to 8 rows, with and without bias)", () => {
-    for (const scheme of SCHEMES) {
+    for (const layout of LAYOUTS) {
       for (const rows of [1, 3, 8, 9]) {
-        const ws = [70, 9, 33].map((out, i) => quantizeReference(randomWeight("BF16", out, 96, out + i), scheme));
+        const ws = [70, 9, 33].map((out, i) => layout.make(randomWeight("BF16", out, 96, out + i)));
         const biases = [null, randomArray(9, 4), null];
         const x = randomArray(rows * 96, rows, 2);
-        const got = native!.linearMany(x, rows, ws, biases);
+        const got = native!.linearMany(x, rows, ws.map((w) => w.run), biases);
         ws.forEach((w, i) => {
-          const err = relL2(got[i]!, linearQuantizedReference(x, rows, w, biases[i]));
-          assert.ok(err <= 1e-5, `${scheme} rows ${rows} weight ${i}: relative L2 ${err}`);
+          const err = relL2(got[i]!, linearQuantizedReference(x, rows, w.ref, biases[i]));
+          assert.ok(err <= 1e-5, `${layout.name} rows ${rows} weight ${i}: relative L2 ${err}`);
         });
       }
     }
@@ -234,6 +246,23 @@ describe("native quantized linear against the reference", { skip }, () => {
     assert.throws(() => native!.linear(new Float32Array(10), 1, w), /expected 1x64/);
     const wrongCodes = { ...w, data: new Int8Array(w.data.length) } as unknown as QuantizedTensor;
     assert.throws(() => native!.linear(new Float32Array(64), 1, wrongCodes), /codes must be a Uint8Array/);
+    const packed = native!.packQ4(w);
+    assert.throws(() => native!.linear(new Float32Array(64), 1, { ...packed, data: packed.data.subarray(1) }), /packed Q4_1x4 weight has 159 elements, needs at least 160/);
+    assert.throws(() => native!.packQ4(quantizeReference(randomWeight("F32", 4, 64, 1), "q8")), /expects a Q4_1 weight/);
+  });
+
+  test("packForDecoding repacks Q4_1 weights where that is faster, and nothing else; the reference refuses packed weights", () => {
+    const q4 = quantizeReference(randomWeight("F32", 6, 64, 3), "q4");
+    const q8 = quantizeReference(randomWeight("F32", 6, 64, 3), "q8");
+    const bf16 = randomWeight("BF16", 6, 64, 3);
+    const packed = native!.packForDecoding!(q4);
+    assert.equal(packed.dtype, native!.info().packedQ4 ? "Q4_1x4" : "Q4_1");
+    assert.equal(native!.packForDecoding!(q8), q8);
+    assert.equal(native!.packForDecoding!(bf16), bf16);
+    assert.equal(native!.packQ4(q4).data.length, 2 * 1 * 160, "6 rows: 2 groups of 4, 1 pair of blocks, 160 bytes each");
+    const x = randomArray(64, 4);
+    assert.ok(relL2(native!.linear(x, 1, packed), linearQuantizedReference(x, 1, q4, null)) <= 1e-5);
+    assert.throws(() => tsKernels.linear(x, 1, native!.packQ4(q4)), /Q4_1x4 weight .* needs the native kernels/);
   });
 });
 

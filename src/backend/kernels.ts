@@ -7,10 +7,13 @@
  * widened inside the kernel.
  */
 import type { Tensor } from "../io/safetensors.js";
-import type { QuantizedTensor } from "../quant/format.js";
+import type { PackedQ4Tensor, QuantizedTensor } from "../quant/format.js";
 
-/** A linear layer's weight: a float tensor in its checkpoint dtype, or a block-quantized one. */
-export type LinearWeight = Tensor | QuantizedTensor;
+/**
+ * A linear layer's weight: a float tensor in its checkpoint dtype, a block-quantized one, or a
+ * Q4_1 weight a native backend repacked for decoding (packForDecoding).
+ */
+export type LinearWeight = Tensor | QuantizedTensor | PackedQ4Tensor;
 
 export interface AttentionParams {
   /** [seqQ, numHeads * headDim] */
@@ -64,6 +67,13 @@ export interface Kernels {
    * x once and runs them in one fork-join).
    */
   linearMany(x: Float32Array, rows: number, weights: readonly LinearWeight[], biases?: readonly (Float32Array | null)[], outs?: readonly Float32Array[]): Float32Array[];
+  /**
+   * The weight in the layout this backend decodes fastest from (a few input rows, every step), or
+   * the weight itself. The native backend repacks Q4_1 weights on x86 (PackedQ4Tensor, the same
+   * numbers) and gives back the memory pages of a file-mapped original. Optional: a backend
+   * without it uses weights as they are.
+   */
+  packForDecoding?(weight: LinearWeight): LinearWeight;
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */

@@ -16,13 +16,15 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { outputArray, type AttentionParams, type Kernels, type LinearWeight } from "./kernels.js";
 import type { DType, Tensor } from "../io/safetensors.js";
-import { allocateQuantized, isQuantized, QUANT_BLOCK, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
+import { allocateQuantized, isPackedQ4, isQuantized, QUANT_BLOCK, type PackedQ4Tensor, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
 
 /** The addon's raw functions: every output array is allocated here and filled in place. */
 interface NativeAddon {
   linear(x: Float32Array, rows: number, w: Float32Array | Uint16Array, dtype: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array, mode: number): void;
-  /** Then, per weight (1 to 4): codes, scales, mins | null, outDim, bias | null, y. */
+  /** Then, per weight (1 to 4): codes (or the packed Q4_1x4 bytes), scales | null, mins | null, outDim, bias | null, y. */
   linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, ...parts: (Int8Array | Uint8Array | Uint16Array | Float32Array | number | null)[]): void;
+  q4x4Bytes(rows: number, cols: number): number;
+  packQ4x4(q: Uint8Array, scales: Uint16Array, mins: Uint16Array, rows: number, cols: number, out: Uint8Array): void;
   quantize(w: Float32Array | Uint16Array, dtype: number, rows: number, cols: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null): void;
   releasePages(view: ArrayBufferView): number;
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, y: Float32Array): void;
@@ -82,6 +84,8 @@ export interface NativeInfo {
   threads: number;
   /** Whether bf16 linear mode runs on vdpbf16ps (AVX512_BF16) at the current ISA. */
   bf16Native: boolean;
+  /** Whether packForDecoding repacks Q4_1 weights at the current ISA (x86 with AVX2 or better). */
+  packedQ4: boolean;
   /**
    * avx512vnni / avxvnni: vpdpbusd (the q8/q4 decode kernels use it at the avx512 / avx2 level);
    * dotprod: arm64 SDOT (used at the neon level).
@@ -105,6 +109,11 @@ export interface NativeKernels extends Kernels {
   /** linear in float32 mode, whatever `linearMode` says. */
   linearF32(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array;
   info(): NativeInfo;
+  /**
+   * A Q4_1 weight repacked as Q4_1x4 (PackedQ4Tensor), whatever the CPU; packForDecoding does it
+   * only where it is faster (info().packedQ4). Every instruction set runs packed weights.
+   */
+  packQ4(w: QuantizedTensor): PackedQ4Tensor;
   /** Switches the instruction set (for tests and benchmarks); false if this CPU cannot run it. */
   setIsa(isa: NativeIsa): boolean;
   /**
@@ -164,7 +173,7 @@ export function mapFile(path: string): ArrayBuffer | null {
 }
 
 /** Scheme codes shared with the addon. */
-const SCHEME_CODE: Record<QuantizedTensor["dtype"], number> = { Q8_0: 8, Q4_1: 4 };
+const SCHEME_CODE: Record<QuantizedTensor["dtype"] | PackedQ4Tensor["dtype"], number> = { Q8_0: 8, Q4_1: 4, Q4_1x4: 5 };
 
 /**
  * Quantizes a [out, in] float weight with the addon (many times faster than the reference, same
@@ -212,9 +221,12 @@ export function loadNativeKernels(): NativeKernels | null {
   const a = loadAddon();
   if (!a) return null;
 
+  /** A weight's arrays as linearQuant passes them: a packed Q4_1x4 weight has no separate tables. */
+  const tables = (w: QuantizedTensor | PackedQ4Tensor) => (isPackedQ4(w) ? { data: w.data, scales: null, mins: null, shape: w.shape } : w);
+
   /** Quantized weights of one scheme and input size reading the same x, in one native call. */
   const linearQuant = (
-    x: Float32Array, rows: number, ws: readonly QuantizedTensor[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly (Float32Array | undefined)[],
+    x: Float32Array, rows: number, ws: readonly (QuantizedTensor | PackedQ4Tensor)[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly (Float32Array | undefined)[],
   ): Float32Array[] => {
     const inDim = ws[0]!.shape[1];
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
@@ -222,7 +234,7 @@ export function loadNativeKernels(): NativeKernels | null {
     const code = SCHEME_CODE[ws[0]!.dtype];
     // Fixed-arity calls for the common counts: a spread call over a built argument list costs a
     // few microseconds, a tenth of a small decode-time linear.
-    const [w0, w1, w2] = ws;
+    const [w0, w1, w2] = ws.map(tables);
     const b = (i: number): Float32Array | null => biases?.[i] ?? null;
     if (ws.length === 1) {
       a.linearQuant(x, rows, inDim, code, w0!.data, w0!.scales, w0!.mins, w0!.shape[0], b(0), ys[0]!);
@@ -236,17 +248,18 @@ export function loadNativeKernels(): NativeKernels | null {
         w2!.data, w2!.scales, w2!.mins, w2!.shape[0], b(2), ys[2]!,
       );
     } else {
-      a.linearQuant(x, rows, inDim, code, ...ws.flatMap((w, i) => [w.data, w.scales, w.mins, w.shape[0], b(i), ys[i]!]));
+      a.linearQuant(x, rows, inDim, code, ...ws.map(tables).flatMap((w, i) => [w.data, w.scales, w.mins, w.shape[0], b(i), ys[i]!]));
     }
     return ys;
   };
 
+  const quantOrPacked = (w: LinearWeight): w is QuantizedTensor | PackedQ4Tensor => isQuantized(w) || isPackedQ4(w);
   /** Whether `ws` can share one quantized call: same scheme and input size, at most 4. */
-  const shareable = (ws: readonly LinearWeight[]): ws is readonly QuantizedTensor[] =>
-    ws.length > 0 && ws.length <= 4 && ws.every((w) => isQuantized(w) && w.dtype === ws[0]!.dtype && w.shape[1] === ws[0]!.shape[1]);
+  const shareable = (ws: readonly LinearWeight[]): ws is readonly (QuantizedTensor | PackedQ4Tensor)[] =>
+    ws.length > 0 && ws.length <= 4 && ws.every((w) => quantOrPacked(w) && w.dtype === ws[0]!.dtype && w.shape[1] === ws[0]!.shape[1]);
 
   const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array => {
-    if (isQuantized(weight)) return linearQuant(x, rows, [weight], [bias], [out])[0]!;
+    if (quantOrPacked(weight)) return linearQuant(x, rows, [weight], [bias], [out])[0]!;
     const { outDim, inDim, code } = weightArgs(weight, "linear");
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
     const y = outputArray(out, rows * outDim, "linear");
@@ -262,6 +275,21 @@ export function loadNativeKernels(): NativeKernels | null {
       shareable(weights) ? linearQuant(x, rows, weights, biases, outs) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i])),
     linearBf16: (x, rows, weight, bias, out) => linearWith(1, x, rows, weight, bias, out),
     linearF32: (x, rows, weight, bias, out) => linearWith(0, x, rows, weight, bias, out),
+    packQ4: (w) => {
+      if (w.dtype !== "Q4_1" || !w.mins) throw new TypeError(`packQ4: expects a Q4_1 weight, got ${w.dtype}`);
+      const [rows, cols] = w.shape;
+      const data = new Uint8Array(a.q4x4Bytes(rows, cols));
+      a.packQ4x4(w.data as Uint8Array, w.scales, w.mins, rows, cols, data);
+      return { dtype: "Q4_1x4", shape: [rows, cols], data };
+    },
+    packForDecoding: (w) => {
+      if (!isQuantized(w) || w.dtype !== "Q4_1" || !a.info().packedQ4) return w;
+      const packed = kernels.packQ4(w);
+      // The canonical copy is not read again: a file-mapped one gives its pages back (a quantized
+      // checkpoint); one made at load is garbage once the caller drops it.
+      for (const view of [w.data, w.scales, w.mins!]) releasePages(view);
+      return packed;
+    },
     rmsNorm: (x, rows, weight, eps, out) => {
       const y = outputArray(out, rows * weight.length, "rmsNorm");
       a.rmsNorm(x, rows, weight, eps, y);

@@ -5,7 +5,7 @@
  */
 import { outputArray, type AttentionParams, type Kernels, type LinearWeight } from "./kernels.js";
 import { toFloat32, widenRows } from "./dtype.js";
-import { isQuantized } from "../quant/format.js";
+import { isPackedQ4, isQuantized } from "../quant/format.js";
 import { linearQuantizedReference } from "../quant/reference.js";
 
 /** Output rows of the weight widened to float32 at a time: reused by every input row. */
@@ -14,6 +14,7 @@ const WEIGHT_BLOCK_ROWS = 32;
 function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
   const [outDim, inDim] = weight.shape as [number, number];
   const y = outputArray(out, rows * outDim, "linear");
+  if (isPackedQ4(weight)) throw new TypeError("linear: a Q4_1x4 weight (repacked by the native backend for decoding) needs the native kernels");
   if (isQuantized(weight)) {
     y.set(linearQuantizedReference(x, rows, weight, bias));
     return y;

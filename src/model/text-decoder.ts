@@ -57,21 +57,24 @@ class LayerBuffers {
   }
 }
 
-function loadLayer(store: WeightStore, c: TextConfig, i: number): DecoderLayer {
+/** A linear weight in the layout the kernels decode fastest from (Kernels.packForDecoding). */
+type Linear = (name: string, shape: readonly [number, number]) => LinearWeight;
+
+function loadLayer(store: WeightStore, linear: Linear, c: TextConfig, i: number): DecoderLayer {
   const p = `${PREFIX}.layers.${i}`;
   const h = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
   return {
     inputNorm: toFloat32(store.get(`${p}.input_layernorm.weight`, [h])),
-    q: store.getLinear(`${p}.self_attn.q_proj.weight`, [qDim, h]),
-    k: store.getLinear(`${p}.self_attn.k_proj.weight`, [kvDim, h]),
-    v: store.getLinear(`${p}.self_attn.v_proj.weight`, [kvDim, h]),
-    o: store.getLinear(`${p}.self_attn.o_proj.weight`, [h, qDim]),
+    q: linear(`${p}.self_attn.q_proj.weight`, [qDim, h]),
+    k: linear(`${p}.self_attn.k_proj.weight`, [kvDim, h]),
+    v: linear(`${p}.self_attn.v_proj.weight`, [kvDim, h]),
+    o: linear(`${p}.self_attn.o_proj.weight`, [h, qDim]),
     postAttentionNorm: toFloat32(store.get(`${p}.post_attention_layernorm.weight`, [h])),
-    gate: store.getLinear(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, h]),
-    up: store.getLinear(`${p}.mlp.up_proj.weight`, [c.intermediateSize, h]),
-    down: store.getLinear(`${p}.mlp.down_proj.weight`, [h, c.intermediateSize]),
+    gate: linear(`${p}.mlp.gate_proj.weight`, [c.intermediateSize, h]),
+    up: linear(`${p}.mlp.up_proj.weight`, [c.intermediateSize, h]),
+    down: linear(`${p}.mlp.down_proj.weight`, [h, c.intermediateSize]),
   };
 }
 
@@ -93,12 +96,15 @@ export class TextDecoder {
     this.kvDtype = kvDtype;
     const h = config.hiddenSize;
     this.embedTokens = store.get(`${PREFIX}.embed_tokens.weight`, [config.vocabSize, h]);
-    this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, config, i));
+    // Every linear here is read once per decoded token: in the kernels' decoding layout.
+    const forDecoding = (w: LinearWeight): LinearWeight => kernels.packForDecoding?.(w) ?? w;
+    const linear: Linear = (name, shape) => forDecoding(store.getLinear(name, shape));
+    this.layers = Array.from({ length: config.numLayers }, (_, i) => loadLayer(store, linear, config, i));
     this.finalNorm = toFloat32(store.get(`${PREFIX}.norm.weight`, [h]));
     // A checkpoint with tied embeddings has no lm_head tensor (a quantized one stores its own
     // quantized copy); some untied exports omit it too.
     const untied = !tieWordEmbeddings && store.has("lm_head.weight");
-    this.lmHead = untied ? store.getLinear("lm_head.weight", [config.vocabSize, h]) : store.getTiedLinear("lm_head.weight", [config.vocabSize, h], this.embedTokens);
+    this.lmHead = untied ? linear("lm_head.weight", [config.vocabSize, h]) : forDecoding(store.getTiedLinear("lm_head.weight", [config.vocabSize, h], this.embedTokens));
     this.rotary = new RotaryTable(config.headDim, config.rope);
   }
 

@@ -34,6 +34,23 @@ export interface QuantizedTensor {
   readonly mins: Uint16Array | null;
 }
 
+/**
+ * A Q4_1 weight as the native backend repacks it for decoding (native/quant.cc, "Q4_1x4"): the
+ * same codes, scales and minimums, interleaved by groups of 4 output rows so that a decode step
+ * reads each weight as one stream. Made at load time (Kernels.packForDecoding), read only by the
+ * native kernels, never written to a file.
+ */
+export interface PackedQ4Tensor {
+  readonly dtype: "Q4_1x4";
+  /** Logical shape [out, in], as the Q4_1 weight it came from. */
+  readonly shape: readonly [number, number];
+  readonly data: Uint8Array;
+}
+
+export function isPackedQ4(w: { dtype: string }): w is PackedQ4Tensor {
+  return w.dtype === "Q4_1x4";
+}
+
 export function schemeDtype(scheme: QuantScheme): QuantizedTensor["dtype"] {
   return scheme === "q8" ? "Q8_0" : "Q4_1";
 }
