@@ -5,18 +5,19 @@
  * builds differ by more than the changes being measured). Prints the median time of a pass over
  * all the weights for each build and B's rate relative to A's.
  *
- *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4] [--passes 31]
+ *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]
  *        [--model /tmp/smolvlm-500m-shaped]
  *
  * Make the builds with `node scripts/build-native.mjs` and copy build/Release/smolvlm_native.node
- * aside between them. Quantized weights are quantized once, by A.
+ * aside between them. Quantized weights are quantized once, by A (q4x4: q4 repacked as Q4_1x4 by A,
+ * the layout decoding reads on x86).
  */
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
-import type { QuantizedTensor } from "../src/quant/format.js";
-import { allocateQuantized, isQuantized, quantizedBytes } from "../src/quant/format.js";
+import type { PackedQ4Tensor, QuantizedTensor } from "../src/quant/format.js";
+import { allocateQuantized, isPackedQ4, isQuantized, quantizedBytes } from "../src/quant/format.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -27,29 +28,36 @@ const { values: v, positionals } = parseArgs({
     passes: { type: "string", default: "31" },
   },
 });
-if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4] [--passes 31]");
+if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]");
 
 /** The slice of the addon's raw API this script calls (native-kernels.ts wraps the rest). */
 interface RawAddon {
   linear(x: Float32Array, rows: number, w: Uint16Array, dtype: number, outDim: number, inDim: number, bias: null, y: Float32Array, mode: number): void;
-  linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null, outDim: number, bias: null, y: Float32Array): void;
+  linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array | null, mins: Uint16Array | null, outDim: number, bias: null, y: Float32Array): void;
   quantize(w: Uint16Array, dtype: number, rows: number, cols: number, scheme: number, q: Int8Array | Uint8Array, scales: Uint16Array, mins: Uint16Array | null): unknown;
+  q4x4Bytes(rows: number, cols: number): number;
+  packQ4x4(q: Uint8Array, scales: Uint16Array, mins: Uint16Array, rows: number, cols: number, out: Uint8Array): void;
 }
 
 const require = createRequire(import.meta.url);
 const builds = positionals.map((p) => require(resolve(p)) as RawAddon);
-const scheme = v.dtype === "q8" ? 8 : v.dtype === "q4" ? 4 : 0;
+const scheme = v.dtype === "q8" ? 8 : v.dtype === "q4" || v.dtype === "q4x4" ? 4 : 0;
+const packed = v.dtype === "q4x4";
 const passes = Number(v.passes);
 
 const file = SafetensorsFile.open(join(v.model!, "model.safetensors"));
 const names = file.names().filter((n) => n.includes("text_model.layers") && n.endsWith("proj.weight"));
-const weights: (Tensor | QuantizedTensor)[] = names.map((n) => {
+const weights: (Tensor | QuantizedTensor | PackedQ4Tensor)[] = names.map((n) => {
   const w = file.read(n);
   if (w.dtype !== "BF16") throw new Error(`${n}: expected a bf16 checkpoint, got ${w.dtype}`);
   if (!scheme) return w;
-  const q = allocateQuantized(scheme === 8 ? "q8" : "q4", w.shape as [number, number]);
-  builds[0]!.quantize(w.data as Uint16Array, 1, w.shape[0]!, w.shape[1]!, scheme, q.data, q.scales, q.mins);
-  return q;
+  const [rows, cols] = w.shape as [number, number];
+  const q = allocateQuantized(scheme === 8 ? "q8" : "q4", [rows, cols]);
+  builds[0]!.quantize(w.data as Uint16Array, 1, rows, cols, scheme, q.data, q.scales, q.mins);
+  if (!packed) return q;
+  const data = new Uint8Array(builds[0]!.q4x4Bytes(rows, cols));
+  builds[0]!.packQ4x4(q.data as Uint8Array, q.scales, q.mins!, rows, cols, data);
+  return { dtype: "Q4_1x4", shape: [rows, cols], data };
 });
 const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? quantizedBytes(w) : w.data.byteLength), 0);
 
@@ -57,7 +65,8 @@ function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): n
   const t0 = performance.now();
   weights.forEach((w, i) => {
     const [outDim, inDim] = w.shape as [number, number];
-    if (isQuantized(w)) a.linearQuant(x, rows, inDim, scheme, w.data, w.scales, w.mins, outDim, null, ys[i]!);
+    if (isPackedQ4(w)) a.linearQuant(x, rows, inDim, 5, w.data, null, null, outDim, null, ys[i]!);
+    else if (isQuantized(w)) a.linearQuant(x, rows, inDim, scheme, w.data, w.scales, w.mins, outDim, null, ys[i]!);
     else a.linear(x, rows, w.data as Uint16Array, 1, outDim, inDim, null, ys[i]!, 0);
   });
   return performance.now() - t0;

@@ -397,6 +397,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_madd_epi16(_mm256_
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a1, b1), _mm256_maddubs_epi16(a2, b2)), _mm256_set1_epi16(1));
 }
+constexpr bool kInt16Sums = true;
 #include "quant_gemv_impl.inc"
 
 // expand_row (below) with AVX2: the same products, 8 at a time.
@@ -452,6 +453,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_epi32(_mm25
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
+constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avx512vnni
 SMOLVLM_END_TARGET
@@ -463,6 +465,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(_
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
+constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avxvnni
 SMOLVLM_END_TARGET
@@ -480,6 +483,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) {
   return _mm256_add_epi32(_mm256_madd_epi16(_mm256_mullo_epi16(aEven, bEven), ones), _mm256_madd_epi16(_mm256_mullo_epi16(aOdd, bOdd), ones));
 }
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) { return _mm256_add_epi32(dot_u8s8(a1, b1), dot_u8s8(a2, b2)); }
+constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace vnniemu
 SMOLVLM_END_TARGET
