@@ -12,14 +12,16 @@ import { linearQuantizedReference } from "../quant/reference.js";
 const WEIGHT_BLOCK_ROWS = 32;
 
 function linear(x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array {
-  const [outDim, inDim] = weight.shape as [number, number];
-  const y = outputArray(out, rows * outDim, "linear");
   if (isPackedQ4(weight)) throw new TypeError("linear: a Q4_1x4 weight (repacked by the native backend for decoding) needs the native kernels");
   if (isQuantized(weight)) {
-    y.set(linearQuantizedReference(x, rows, weight, bias));
-    return y;
+    const r = linearQuantizedReference(x, rows, weight, bias);
+    if (!out) return r;
+    outputArray(out, r.length, "linear").set(r);
+    return out;
   }
+  const [outDim, inDim] = weight.shape as [number, number];
   if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
+  const y = outputArray(out, rows * outDim, "linear");
   const block = new Float32Array(WEIGHT_BLOCK_ROWS * inDim);
   for (let o0 = 0; o0 < outDim; o0 += WEIGHT_BLOCK_ROWS) {
     const count = Math.min(WEIGHT_BLOCK_ROWS, outDim - o0);
