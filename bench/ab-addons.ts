@@ -43,6 +43,7 @@ const require = createRequire(import.meta.url);
 const builds = positionals.map((p) => require(resolve(p)) as RawAddon);
 const scheme = v.dtype === "q8" ? 8 : v.dtype === "q4" || v.dtype === "q4x4" ? 4 : 0;
 const packed = v.dtype === "q4x4";
+const Q4X4_SCHEME = 5; // the addon's scheme code of a packed Q4_1x4 weight (native/kernels.h kQ4x4)
 const passes = Number(v.passes);
 
 const file = SafetensorsFile.open(join(v.model!, "model.safetensors"));
@@ -65,7 +66,7 @@ function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): n
   const t0 = performance.now();
   weights.forEach((w, i) => {
     const [outDim, inDim] = w.shape as [number, number];
-    if (isPackedQ4(w)) a.linearQuant(x, rows, inDim, 5, w.data, null, null, outDim, null, ys[i]!);
+    if (isPackedQ4(w)) a.linearQuant(x, rows, inDim, Q4X4_SCHEME, w.data, null, null, outDim, null, ys[i]!);
     else if (isQuantized(w)) a.linearQuant(x, rows, inDim, scheme, w.data, w.scales, w.mins, outDim, null, ys[i]!);
     else a.linear(x, rows, w.data as Uint16Array, 1, outDim, inDim, null, ys[i]!, 0);
   });
