@@ -6,7 +6,10 @@
  * all the weights for each build and B's rate relative to A's.
  *
  *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]
- *        [--model /tmp/smolvlm-500m-shaped]
+ *        [--weights text|vision] [--model /tmp/smolvlm-500m-shaped]
+ *
+ * `--weights vision` takes the vision encoder's linears instead (with `--rows 1024`: one tile's
+ * worth of them, the many-row path).
  *
  * Make the builds with `node scripts/build-native.mjs` and copy build/Release/smolvlm_native.node
  * aside between them. Quantized weights are quantized once, by A (q4x4: q4 repacked as Q4_1x4 by A,
@@ -26,6 +29,7 @@ const { values: v, positionals } = parseArgs({
     rows: { type: "string", default: "1,4" },
     dtype: { type: "string", default: "bf16" },
     passes: { type: "string", default: "31" },
+    weights: { type: "string", default: "text" },
   },
 });
 if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]");
@@ -47,7 +51,12 @@ const Q4X4_SCHEME = 5; // the addon's scheme code of a packed Q4_1x4 weight (nat
 const passes = Number(v.passes);
 
 const file = SafetensorsFile.open(join(v.model!, "model.safetensors"));
-const names = file.names().filter((n) => n.includes("text_model.layers") && n.endsWith("proj.weight"));
+const isLinear = (n: string): boolean =>
+  v.weights === "vision"
+    ? n.includes("vision_model.encoder.layers") && /(proj|fc1|fc2)\.weight$/.test(n)
+    : n.includes("text_model.layers") && n.endsWith("proj.weight");
+if (v.weights !== "text" && v.weights !== "vision") throw new Error(`--weights: text or vision, not ${v.weights}`);
+const names = file.names().filter(isLinear);
 const weights: (Tensor | QuantizedTensor | PackedQ4Tensor)[] = names.map((n) => {
   const w = file.read(n);
   if (w.dtype !== "BF16") throw new Error(`${n}: expected a bf16 checkpoint, got ${w.dtype}`);
@@ -74,7 +83,7 @@ function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): n
 }
 
 const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
-console.log(`${names.length} text weights, ${(bytes / 1e6).toFixed(0)} MB as ${v.dtype}; A ${positionals[0]}, B ${positionals[1]}; ${passes} passes each, alternating`);
+console.log(`${names.length} ${v.weights} weights, ${(bytes / 1e6).toFixed(0)} MB as ${v.dtype}; A ${positionals[0]}, B ${positionals[1]}; ${passes} passes each, alternating`);
 for (const rows of v.rows!.split(",").map(Number)) {
   const x = new Float32Array(rows * 4096).map((_, i) => Math.sin(i) * 0.5);
   const ys = weights.map((w) => new Float32Array(rows * w.shape[0]!));

@@ -6,11 +6,13 @@
 // half to even), then:
 //  * few rows (decoding, memory-bound): integer dot products straight from the packed codes,
 //    32 per block (AVX2: vpmaddubsw + vpmaddwd; a portable loop elsewhere), scaled per block;
-//  * many rows (vision tiles, prefill chunks: compute-bound): the quantized input and a chunk of
-//    weight rows are expanded to float32 and multiplied by the float32 GEMM. The products are the
-//    same numbers (dx·qx times dw·qw); on an AVX2 CPU without VNNI the FMA units multiply faster
-//    than vpmaddubsw with a per-block rescale, so this path keeps prompt processing as fast as
-//    bf16 weights.
+//  * many rows (vision tiles, prefill chunks: compute-bound):
+//    - Q4_1 on x86 with AVX2: an int8 GEMM (quant_gemm.inc) whose vpmaddubsw sums stay in int16
+//      for a whole block, about twice the float32 GEMM's rate;
+//    - otherwise (Q8_0, or CPUs without AVX2): the quantized input and a chunk of weight rows are
+//      expanded to float32 and multiplied by the float32 GEMM. Q8_0's codes would overflow int16
+//      sums, and with a widening per instruction vpmaddubsw is no faster than FMAs.
+//    Both compute the same numbers (dx·qx times dw·qw) up to float32 rounding.
 #include <atomic>
 #include <string>
 #include <vector>
@@ -441,6 +443,32 @@ void round_trip_block(const float* x, float* out) {
   }
 }
 
+// quantize_activation_block with AVX2: the same codes, scale and scaled sum.
+void quantize_block(const float* x, int8_t* q, float* scale, float* scaledSum) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 amax = _mm256_setzero_ps();
+  for (size_t i = 0; i < QB; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  const float d = _mm_cvtss_f32(m4) / 127.0f;
+  const __m256 id = _mm256_set1_ps(d == 0 ? 0.0f : 1.0f / d);
+  __m256i v[4];
+  for (int i = 0; i < 4; i++) {
+    v[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  // The sum of the codes, and the codes as bytes: the packs interleave 4-value runs across the
+  // two 128-bit lanes, and the permute puts them back in order.
+  const __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+  const __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  *scale = d;
+  *scaledSum = d * static_cast<float>(_mm_cvtsi128_si32(s4));
+}
+
 }  // namespace avx2
 SMOLVLM_END_TARGET
 
@@ -690,6 +718,37 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
   }
 }
 
+// x quantized per block for the many-row path: rows in parallel, AVX2 where the CPU has it (the
+// same numbers as quantize_activations).
+void quantize_activations_parallel(const float* x, size_t M, size_t K, QuantizedRows& out) {
+  out.q.resize(M * K);
+  out.scale.resize(M * K / QB);
+  out.scaledSum.resize(M * K / QB);
+  struct Rows {
+    const float* x;
+    QuantizedRows* out;
+    size_t K;
+    bool avx2;
+  } rows{x, &out, K, use_avx2()};
+  auto row = [](void* c, size_t r) {
+    const Rows& j = *static_cast<const Rows*>(c);
+    for (size_t b = r * j.K / QB; b < (r + 1) * j.K / QB; b++) {
+      const float* src = j.x + b * QB;
+      int8_t* q = j.out->q.data() + b * QB;
+#ifdef SMOLVLM_X86
+      if (j.avx2) {
+        avx2::quantize_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
+        continue;
+      }
+#endif
+      quantize_activation_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
+    }
+  };
+  parallel_for(M, row, &rows);
+}
+
+#include "quant_gemm.inc"
+
 }  // namespace
 
 size_t q4x4_bytes(size_t N, size_t K) { return (N + X4_ROWS - 1) / X4_ROWS * x4_pairs(K) * X4_UNIT; }
@@ -726,6 +785,16 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   static const size_t gemvMax = gemv_max_rows_setting(8);
   auto job = [&](const QuantLinear& p) { return QuantJob{nullptr, M, p.N, K, p.wq, p.scales, p.mins, scheme, p.bias, p.y, 0}; };
   if (M > gemvMax) {
+#ifdef SMOLVLM_X86
+    if (use_avx2() && (scheme == 4 || scheme == kQ4x4)) {
+      QuantizedRows xq;  // not kept: a vision batch's codes are megabytes
+      quantize_activations_parallel(x, M, K, xq);
+      for (int i = 0; i < count; i++) {
+        if (parts[i].N) q4_gemm(xq, M, K, scheme, parts[i]);
+      }
+      return;
+    }
+#endif
     std::vector<float> xr;  // the input is round-tripped once for all the weights
     round_trip_rows(x, M, K, xr);
     for (int i = 0; i < count; i++) {

@@ -2,7 +2,8 @@
  * Weight quantization (q8 = Q8_0, q4 = Q4_1): the round-trip bound of each scheme, the native
  * quantizer against the reference (identical codes), and the native quantized linear layer
  * against the reference at every instruction set this CPU runs, on both of its paths (few rows:
- * integer dot products; many rows: expanded codes through the float GEMM).
+ * integer dot products; many rows: an int8 GEMM for q4 on x86, expanded codes through the float
+ * GEMM otherwise).
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -124,7 +125,8 @@ describe("native quantization", { skip }, () => {
   });
 });
 
-// rows 1..9 take the integer path (up to 8 rows), 9 and more the expanded-GEMM path.
+// rows 1..8 take the few-row integer path, 9 and more the many-row path (q4 on x86: the int8 GEMM,
+// whose tiles are 4 rows by 16 outputs; q8 and other CPUs: the expanded-code float GEMM).
 const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [1, 32, 1],
   [1, 64, 7],
@@ -203,6 +205,36 @@ describe("native quantized linear against the reference", { skip }, () => {
       }
     } finally {
       native!.setQuantDot("auto");
+      native!.setIsa(initial!);
+    }
+  });
+
+  // The many-row Q4_1 path on x86 sums a block's products in int16 (native/quant_gemm.inc): its
+  // bound, 8 · 2 · 15 · 127 = 30480, is reached by codes of 15 against activation codes of ±127.
+  test("many rows, largest codes against largest activations (both signs): no int16 overflow, at every ISA", () => {
+    const isas = native!.info().isas as NativeIsa[];
+    const initial = native!.info().isa;
+    // Every block: 31 values at 1 and one at -1, so the codes are 15 but one 0.
+    const w: Tensor = { dtype: "F32", shape: [20, 256], data: Float32Array.from({ length: 20 * 256 }, (_, i) => (i % 32 === 7 ? -1 : 1)) };
+    const q4 = quantizeReference(w, "q4");
+    assert.equal((q4.data as Uint8Array)[0], 0xff);
+    const rows = 13;
+    // Rows of +1 (codes 127), rows of -1 (codes -127), and mixed rows.
+    const x = Float32Array.from({ length: rows * 256 }, (_, i) => {
+      const r = Math.floor(i / 256);
+      return r % 3 === 0 ? 1 : r % 3 === 1 ? -1 : i % 5 === 0 ? -1 : 1;
+    });
+    const want = linearQuantizedReference(x, rows, q4, null);
+    assert.ok(Math.abs(want[0]!) > 200, `reference output ${want[0]}`);
+    try {
+      for (const isa of isas) {
+        assert.ok(native!.setIsa(isa));
+        for (const run of [q4, native!.packQ4(q4)]) {
+          const err = relL2(native!.linear(x, rows, run), want);
+          assert.ok(err <= 1e-6, `${isa} ${run.dtype} extremes: relative L2 ${err.toExponential(3)}`);
+        }
+      }
+    } finally {
       native!.setIsa(initial!);
     }
   });
