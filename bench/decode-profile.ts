@@ -6,6 +6,10 @@
  *
  *   node dist/bench/decode-profile.js [--model DIR] [--dtype bf16|q8|q4|f32] [--context 80] [--streams 1] [--steps 32]
  *   node dist/bench/decode-profile.js --stream-weights
+ *   node dist/bench/decode-profile.js --vision [--dtype q4] [--steps 3]
+ *
+ * --vision times the kernels of the vision encoder and connector instead, over `--steps` tiles
+ * (one warm-up tile first).
  *
  * To compare two builds of the addon, run it with SMOLVLM_NATIVE_PATH pointing at each, in
  * alternation (the machine is noisy).
@@ -26,6 +30,7 @@ const { values: v } = parseArgs({
     streams: { type: "string", default: "1" },
     steps: { type: "string", default: "32" },
     "stream-weights": { type: "boolean", default: false },
+    vision: { type: "boolean", default: false },
   },
 });
 
@@ -89,6 +94,30 @@ async function profileDecode(): Promise<void> {
   console.log(`  per step ${perStep.toFixed(2)} ms (${((streams * 1000) / perStep).toFixed(1)} tok/s); in kernels ${(inKernels / steps).toFixed(2)} ms`);
 }
 
+/** Where a vision tile's time goes: the encoder and connector of one tile, every kernel call timed. */
+async function profileVision(): Promise<void> {
+  const dtype = v.dtype as DTypeMode;
+  const tiles = Number(v.steps);
+  native!.linearMode = linearModeFor(dtype, native!.info().bf16Native);
+  const stats = new Map<string, { calls: number; ms: number }>();
+  const vlm = await SmolVLM.load(v.model!, { dtype, kernels: timed(native!, stats) });
+  const size = vlm.model.config.vision.imageSize;
+  const pixels = new Float32Array(3 * size * size).map((_, i) => Math.sin(i * 0.37));
+  const encode = (): Float32Array => vlm.model.connector.project(vlm.model.vision.encodeTile(pixels, size), vlm.model.vision.patchesPerSide);
+  encode();
+  stats.clear();
+  const t0 = performance.now();
+  for (let i = 0; i < tiles; i++) encode();
+  const perTile = (performance.now() - t0) / tiles;
+  let inKernels = 0;
+  console.log(`${v.model}, ${dtype}, vision encoder and connector, ${tiles} tile(s) of ${size}x${size} (isa ${native!.info().isa}):`);
+  for (const [label, s] of [...stats].sort((a, b) => b[1].ms - a[1].ms)) {
+    inKernels += s.ms;
+    console.log(`  ${label.padEnd(44)} ${(s.ms / tiles).toFixed(1).padStart(8)} ms/tile  ${(s.calls / tiles).toFixed(0).padStart(4)} calls`);
+  }
+  console.log(`  per tile ${perTile.toFixed(0)} ms; in kernels ${(inKernels / tiles).toFixed(0)} ms`);
+}
+
 function streamWeights(): void {
   const file = SafetensorsFile.open(join(v.model!, "model.safetensors"));
   const weights = file.names().filter((n) => n.includes("text_model.layers") && n.endsWith("proj.weight")).map((n) => file.read(n));
@@ -108,4 +137,5 @@ function streamWeights(): void {
 }
 
 if (v["stream-weights"]) streamWeights();
+else if (v.vision) await profileVision();
 else await profileDecode();
