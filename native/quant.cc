@@ -399,6 +399,8 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_madd_epi16(_mm256_
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a1, b1), _mm256_maddubs_epi16(a2, b2)), _mm256_set1_epi16(1));
 }
+// Products summed into int32 lanes on top of acc (the int8 GEMM's form; it keeps int16 sums here).
+inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, dot_u8s8(a, b)); }
 constexpr bool kInt16Sums = true;
 #include "quant_gemv_impl.inc"
 
@@ -481,6 +483,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_epi32(_mm25
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
+inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avx512vnni
@@ -493,6 +496,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(_
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
+inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avxvnni
@@ -511,6 +515,7 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) {
   return _mm256_add_epi32(_mm256_madd_epi16(_mm256_mullo_epi16(aEven, bEven), ones), _mm256_madd_epi16(_mm256_mullo_epi16(aOdd, bOdd), ones));
 }
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) { return _mm256_add_epi32(dot_u8s8(a1, b1), dot_u8s8(a2, b2)); }
+inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, dot_u8s8(a, b)); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace vnniemu
@@ -521,6 +526,22 @@ SMOLVLM_END_TARGET
 // forced by tests (setQuantDot).
 enum class QuantDot { Auto, Maddubs, VnniEmulated };
 std::atomic<QuantDot> g_quantDot{QuantDot::Auto};
+
+#ifdef SMOLVLM_X86
+// The x86 kernels' integer dot product now: the setting, then the CPU (AVX512-VNNI at the avx512
+// level, AVX-VNNI where built and present, else vpmaddubsw).
+enum class DotKind { Maddubs, VnniEmulated, Avx512Vnni, AvxVnni };
+DotKind x86_dot_kind() {
+  const QuantDot dot = g_quantDot.load(std::memory_order_relaxed);
+  const CpuFeatures& f = cpu_features();
+  if (dot == QuantDot::VnniEmulated) return DotKind::VnniEmulated;
+  if (dot == QuantDot::Auto && current_isa() == Isa::Avx512 && f.avx512vnni) return DotKind::Avx512Vnni;
+#ifdef SMOLVLM_HAVE_AVXVNNI
+  if (dot == QuantDot::Auto && f.avxvnni) return DotKind::AvxVnni;
+#endif
+  return DotKind::Maddubs;
+}
+#endif
 
 // Several weights that multiply the same input (q/k/v, gate/up) in one fork-join: the input is
 // quantized once and the threads share out the chunks of all of them.
@@ -822,17 +843,13 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
 #ifdef SMOLVLM_X86
   if (use_avx2()) {
     if (scheme == 4) pair_blocks(xq, M, K);
-    m.run = avx2::task_for(scheme);
-    const QuantDot dot = g_quantDot.load(std::memory_order_relaxed);
-    const CpuFeatures& f = cpu_features();
-    if (dot == QuantDot::VnniEmulated) {
-      m.run = vnniemu::task_for(scheme);
-    } else if (dot == QuantDot::Auto && current_isa() == Isa::Avx512 && f.avx512vnni) {
-      m.run = avx512vnni::task_for(scheme);
+    switch (x86_dot_kind()) {
+      case DotKind::VnniEmulated: m.run = vnniemu::task_for(scheme); break;
+      case DotKind::Avx512Vnni: m.run = avx512vnni::task_for(scheme); break;
 #ifdef SMOLVLM_HAVE_AVXVNNI
-    } else if (dot == QuantDot::Auto && f.avxvnni) {
-      m.run = avxvnni::task_for(scheme);
+      case DotKind::AvxVnni: m.run = avxvnni::task_for(scheme); break;
 #endif
+      default: m.run = avx2::task_for(scheme); break;
     }
   }
 #endif

@@ -226,15 +226,20 @@ describe("native quantized linear against the reference", { skip }, () => {
     });
     const want = linearQuantizedReference(x, rows, q4, null);
     assert.ok(Math.abs(want[0]!) > 200, `reference output ${want[0]}`);
+    const dots = isas.includes("avx2") ? (["auto", "vnni-emulated"] as const) : (["auto"] as const);
     try {
       for (const isa of isas) {
         assert.ok(native!.setIsa(isa));
-        for (const run of [q4, native!.packQ4(q4)]) {
-          const err = relL2(native!.linear(x, rows, run), want);
-          assert.ok(err <= 1e-6, `${isa} ${run.dtype} extremes: relative L2 ${err.toExponential(3)}`);
+        for (const dot of dots) {
+          assert.ok(native!.setQuantDot(dot));
+          for (const run of [q4, native!.packQ4(q4)]) {
+            const err = relL2(native!.linear(x, rows, run), want);
+            assert.ok(err <= 1e-6, `${isa} ${dot} ${run.dtype} extremes: relative L2 ${err.toExponential(3)}`);
+          }
         }
       }
     } finally {
+      native!.setQuantDot("auto");
       native!.setIsa(initial!);
     }
   });
