@@ -128,10 +128,12 @@ export class VisionEncoder {
     const n = this.patchesPerTile;
     const heads = this.config.numHeads;
     const headDim = this.config.hiddenSize / heads;
+    // One call for the three projections of the same input: quantized weights quantize it once.
+    const [q, key, value] = k.linearMany(x, n, [layer.q.weight, layer.k.weight, layer.v.weight], [layer.q.bias, layer.k.bias, layer.v.bias]);
     const out = k.attention({
-      q: k.linear(x, n, layer.q.weight, layer.q.bias),
-      k: k.linear(x, n, layer.k.weight, layer.k.bias),
-      v: k.linear(x, n, layer.v.weight, layer.v.bias),
+      q: q!,
+      k: key!,
+      v: value!,
       seqQ: n,
       seqK: n,
       numHeads: heads,
