@@ -7,11 +7,11 @@
 //  * few rows (decoding, memory-bound): integer dot products straight from the packed codes,
 //    32 per block (AVX2: vpmaddubsw + vpmaddwd; a portable loop elsewhere), scaled per block;
 //  * many rows (vision tiles, prefill chunks: compute-bound):
-//    - Q4_1 on x86 with AVX2: an int8 GEMM (quant_gemm.inc) whose vpmaddubsw sums stay in int16
-//      for a whole block, about twice the float32 GEMM's rate;
-//    - otherwise (Q8_0, or CPUs without AVX2): the quantized input and a chunk of weight rows are
-//      expanded to float32 and multiplied by the float32 GEMM. Q8_0's codes would overflow int16
-//      sums, and with a widening per instruction vpmaddubsw is no faster than FMAs.
+//    - on x86 with AVX2: an integer GEMM (quant_gemm.inc): Q4_1 with vpmaddubsw, whose sums stay
+//      in int16 for a whole block (about twice the float32 GEMM's rate), Q8_0 with vpmaddwd on
+//      codes widened to int16;
+//    - elsewhere: the quantized input and a chunk of weight rows are expanded to float32 and
+//      multiplied by the float32 GEMM.
 //    Both compute the same numbers (dx·qx times dw·qw) up to float32 rounding.
 #include <atomic>
 #include <string>
@@ -156,6 +156,8 @@ struct QuantizedRows {
   // zeros, each row np * 64 codes; per pair [dx(2p) x4 | dx(2p+1) x4] and the same of dx·Σqx.
   std::vector<int8_t> x4q;
   std::vector<float> x4dx, x4sx;
+  // The many-row Q8_0 kernel's copy of q, widened to int16 (quant_gemm.inc).
+  std::vector<int16_t> q16;
 };
 
 void pair_blocks(QuantizedRows& a, size_t M, size_t K) {
@@ -740,29 +742,28 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
 }
 
 // x quantized per block for the many-row path: rows in parallel, AVX2 where the CPU has it (the
-// same numbers as quantize_activations).
-void quantize_activations_parallel(const float* x, size_t M, size_t K, QuantizedRows& out) {
+// same numbers as quantize_activations); with wide, also the codes as int16 (QuantizedRows::q16).
+void quantize_activations_parallel(const float* x, size_t M, size_t K, QuantizedRows& out, bool wide) {
   out.q.resize(M * K);
   out.scale.resize(M * K / QB);
   out.scaledSum.resize(M * K / QB);
+  out.q16.resize(wide ? M * K : 0);
   struct Rows {
     const float* x;
     QuantizedRows* out;
     size_t K;
-    bool avx2;
-  } rows{x, &out, K, use_avx2()};
+    bool avx2, wide;
+  } rows{x, &out, K, use_avx2(), wide};
   auto row = [](void* c, size_t r) {
     const Rows& j = *static_cast<const Rows*>(c);
     for (size_t b = r * j.K / QB; b < (r + 1) * j.K / QB; b++) {
       const float* src = j.x + b * QB;
       int8_t* q = j.out->q.data() + b * QB;
 #ifdef SMOLVLM_X86
-      if (j.avx2) {
-        avx2::quantize_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
-        continue;
-      }
+      if (j.avx2) avx2::quantize_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
 #endif
-      quantize_activation_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
+      if (!j.avx2) quantize_activation_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
+      if (j.wide) std::copy(q, q + QB, j.out->q16.data() + b * QB);
     }
   };
   parallel_for(M, row, &rows);
@@ -803,15 +804,17 @@ bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int sc
 
 void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count) {
   if (M == 0 || count <= 0) return;
-  static const size_t gemvMax = gemv_max_rows_setting(8);
+  // Up to 16 rows the few-row kernels win: the GEMM repacks the whole weight per call, which
+  // 12 to 18 rows pay back (BENCHMARKS.md section 12).
+  static const size_t gemvMax = gemv_max_rows_setting(16);
   auto job = [&](const QuantLinear& p) { return QuantJob{nullptr, M, p.N, K, p.wq, p.scales, p.mins, scheme, p.bias, p.y, 0}; };
   if (M > gemvMax) {
 #ifdef SMOLVLM_X86
-    if (use_avx2() && (scheme == 4 || scheme == kQ4x4)) {
+    if (use_avx2()) {
       QuantizedRows xq;  // not kept: a vision batch's codes are megabytes
-      quantize_activations_parallel(x, M, K, xq);
+      quantize_activations_parallel(x, M, K, xq, scheme == 8);
       for (int i = 0; i < count; i++) {
-        if (parts[i].N) q4_gemm(xq, M, K, scheme, parts[i]);
+        if (parts[i].N) quant_gemm(xq, M, K, scheme, parts[i]);
       }
       return;
     }

@@ -2,8 +2,8 @@
  * Weight quantization (q8 = Q8_0, q4 = Q4_1): the round-trip bound of each scheme, the native
  * quantizer against the reference (identical codes), and the native quantized linear layer
  * against the reference at every instruction set this CPU runs, on both of its paths (few rows:
- * integer dot products; many rows: an int8 GEMM for q4 on x86, expanded codes through the float
- * GEMM otherwise).
+ * integer dot products; many rows: an integer GEMM on x86, expanded codes through the float GEMM
+ * otherwise).
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -125,8 +125,8 @@ describe("native quantization", { skip }, () => {
   });
 });
 
-// rows 1..8 take the few-row integer path, 9 and more the many-row path (q4 on x86: the int8 GEMM,
-// whose tiles are 4 rows by 16 outputs; q8 and other CPUs: the expanded-code float GEMM).
+// rows 1..16 take the few-row integer path, 17 and more the many-row path (x86: the integer GEMM,
+// whose tiles are 4 rows by 16 outputs; other CPUs: the expanded-code float GEMM).
 const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [1, 32, 1],
   [1, 64, 7],
@@ -142,6 +142,7 @@ const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [7, 256, 65],
   [8, 64, 31],
   [9, 96, 17],
+  [16, 64, 20],
   [17, 288, 130],
   [65, 160, 7],
   [130, 768, 300],
@@ -211,6 +212,7 @@ describe("native quantized linear against the reference", { skip }, () => {
 
   // The many-row Q4_1 path on x86 sums a block's products in int16 (native/quant_gemm.inc): its
   // bound, 8 · 2 · 15 · 127 = 30480, is reached by codes of 15 against activation codes of ±127.
+  // Q8_0 codes of ±127 against the same activations: the vpmaddwd path's largest products.
   test("many rows, largest codes against largest activations (both signs): no int16 overflow, at every ISA", () => {
     const isas = native!.info().isas as NativeIsa[];
     const initial = native!.info().isa;
@@ -218,13 +220,15 @@ describe("native quantized linear against the reference", { skip }, () => {
     const w: Tensor = { dtype: "F32", shape: [20, 256], data: Float32Array.from({ length: 20 * 256 }, (_, i) => (i % 32 === 7 ? -1 : 1)) };
     const q4 = quantizeReference(w, "q4");
     assert.equal((q4.data as Uint8Array)[0], 0xff);
-    const rows = 13;
+    const q8 = quantizeReference(w, "q8"); // codes ±127
+    const rows = 21;
     // Rows of +1 (codes 127), rows of -1 (codes -127), and mixed rows.
     const x = Float32Array.from({ length: rows * 256 }, (_, i) => {
       const r = Math.floor(i / 256);
       return r % 3 === 0 ? 1 : r % 3 === 1 ? -1 : i % 5 === 0 ? -1 : 1;
     });
     const want = linearQuantizedReference(x, rows, q4, null);
+    const want8 = linearQuantizedReference(x, rows, q8, null);
     assert.ok(Math.abs(want[0]!) > 200, `reference output ${want[0]}`);
     const dots = isas.includes("avx2") ? (["auto", "vnni-emulated"] as const) : (["auto"] as const);
     try {
@@ -232,9 +236,9 @@ describe("native quantized linear against the reference", { skip }, () => {
         assert.ok(native!.setIsa(isa));
         for (const dot of dots) {
           assert.ok(native!.setQuantDot(dot));
-          for (const run of [q4, native!.packQ4(q4)]) {
-            const err = relL2(native!.linear(x, rows, run), want);
-            assert.ok(err <= 1e-6, `${isa} ${dot} ${run.dtype} extremes: relative L2 ${err.toExponential(3)}`);
+          for (const run of [q4, native!.packQ4(q4), q8]) {
+            const err = relL2(native!.linear(x, rows, run), run === q8 ? want8 : want);
+            assert.ok(err <= 1e-5, `${isa} ${dot} ${run.dtype} extremes: relative L2 ${err.toExponential(3)}`);
           }
         }
       }
@@ -257,9 +261,9 @@ describe("native quantized linear against the reference", { skip }, () => {
     assert.ok(e8 < e4);
   });
 
-  test("linearMany: several quantized weights on one input give each one's linear (1 to 8 rows, with and without bias)", () => {
+  test("linearMany: several quantized weights on one input give each one's linear (1 to 20 rows, with and without bias)", () => {
     for (const layout of LAYOUTS) {
-      for (const rows of [1, 3, 8, 9]) {
+      for (const rows of [1, 3, 8, 9, 20]) {
         const ws = [70, 9, 33].map((out, i) => layout.make(randomWeight("BF16", out, 96, out + i)));
         const biases = [null, randomArray(9, 4), null];
         const x = randomArray(rows * 96, rows, 2);
