@@ -406,47 +406,6 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_ep
 constexpr bool kInt16Sums = true;
 #include "quant_gemv_impl.inc"
 
-// expand_row (below) with AVX2: the same products, 8 at a time.
-void expand_block(const void* wq, const uint16_t* scales, const uint16_t* mins, int scheme, size_t K, size_t row, size_t b, float* out) {
-  const size_t nb = K / QB;
-  const __m256 d = _mm256_set1_ps(_cvtsh_ss(scales[row * nb + b]));
-  if (scheme == 8) {
-    const int8_t* q = static_cast<const int8_t*>(wq) + row * K + b * QB;
-    for (size_t k = 0; k < QB; k += 8) {
-      const __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k))));
-      _mm256_storeu_ps(out + k, _mm256_mul_ps(d, v));
-    }
-    return;
-  }
-  const __m256 m = _mm256_set1_ps(_cvtsh_ss(mins[row * nb + b]));
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint8_t*>(wq) + (row * K + b * QB) / 2));
-  const __m128i low = _mm_set1_epi8(0x0f);
-  const __m128i halves[2] = {_mm_and_si128(packed, low), _mm_and_si128(_mm_srli_epi16(packed, 4), low)};
-  for (int h = 0; h < 2; h++) {
-    const __m256 v0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(halves[h]));
-    const __m256 v1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(halves[h], 8)));
-    // d * q + m as the reference: the product rounded, then the sum (no fused multiply-add).
-    _mm256_storeu_ps(out + 16 * h, _mm256_add_ps(_mm256_mul_ps(d, v0), m));
-    _mm256_storeu_ps(out + 16 * h + 8, _mm256_add_ps(_mm256_mul_ps(d, v1), m));
-  }
-}
-
-// quantize_activation_block then d·q, with AVX2 (vroundps rounds half to even, as round_even).
-void round_trip_block(const float* x, float* out) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 amax = _mm256_setzero_ps();
-  for (size_t i = 0; i < QB; i += 8) amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i)));
-  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-  const float d = _mm_cvtss_f32(m4) / 127.0f;
-  const __m256 id = _mm256_set1_ps(d == 0 ? 0.0f : 1.0f / d), dv = _mm256_set1_ps(d);
-  for (size_t i = 0; i < QB; i += 8) {
-    const __m256 q = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    _mm256_storeu_ps(out + i, _mm256_mul_ps(dv, q));
-  }
-}
-
 // quantize_activation_block with AVX2: the same codes, scale and scaled sum.
 void quantize_block(const float* x, int8_t* q, float* scale, float* scaledSum) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -564,7 +523,7 @@ void multi_task(void* ctx, size_t s) {
   m.run(m.parts[i], t - m.firstTask[i]);
 }
 
-// ---- many rows: float32 GEMM over expanded codes ------------------------------------------------
+// ---- many rows without AVX2: float32 GEMM over expanded codes -----------------------------------
 
 struct ExpandJob {
   const void* wq;
@@ -573,7 +532,6 @@ struct ExpandJob {
   int scheme;
   size_t K, row0;
   float* out;
-  bool avx2;
 };
 
 // One weight row as float32: d·q (+ m), as reference.ts dequantizeRows.
@@ -588,16 +546,10 @@ void expand_row_task(void* ctx, size_t i) {
     scales.resize(nb);
     mins.resize(nb);
     unpack_x4_row(static_cast<const uint8_t*>(e.wq), e.K, row, q.data(), scales.data(), mins.data());
-    ExpandJob one{q.data(), scales.data(), mins.data(), 4, e.K, 0, out, e.avx2};
+    ExpandJob one{q.data(), scales.data(), mins.data(), 4, e.K, 0, out};
     expand_row_task(&one, 0);
     return;
   }
-#ifdef SMOLVLM_X86
-  if (e.avx2) {
-    for (size_t b = 0; b < nb; b++) avx2::expand_block(e.wq, e.scales, e.mins, e.scheme, e.K, row, b, out + b * QB);
-    return;
-  }
-#endif
   for (size_t b = 0; b < nb; b++) {
     const float d = f16_to_f32(e.scales[row * nb + b]);
     if (e.scheme == 8) {
@@ -705,16 +657,9 @@ void round_trip_rows(const float* x, size_t M, size_t K, std::vector<float>& xr)
     const float* x;
     float* out;
     size_t K;
-    bool avx2;
-  } rr{x, xr.data(), K, use_avx2()};
+  } rr{x, xr.data(), K};
   auto round_row = [](void* c, size_t r) {
     const RoundRows& j = *static_cast<const RoundRows*>(c);
-#ifdef SMOLVLM_X86
-    if (j.avx2) {
-      for (size_t b = 0; b < j.K / QB; b++) avx2::round_trip_block(j.x + r * j.K + b * QB, j.out + r * j.K + b * QB);
-      return;
-    }
-#endif
     int8_t q[QB];
     for (size_t b = 0; b < j.K / QB; b++) {
       float d, s;
@@ -735,7 +680,7 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
   std::vector<float> wf(chunk * K);
   for (size_t n0 = 0; n0 < N; n0 += chunk) {
     const size_t nc = std::min(chunk, N - n0);
-    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data(), use_avx2()};
+    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data()};
     parallel_for(nc, expand_row_task, &e);
     linear_f32_strided(xr, M, wf.data(), nc, K, a.bias ? a.bias + n0 : nullptr, a.y + n0, N);
   }
