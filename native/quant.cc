@@ -686,8 +686,9 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
   }
 }
 
-// x quantized per block for the many-row path: rows in parallel, AVX2 where the CPU has it (the
-// same numbers as quantize_activations); with wide, also the codes as int16 (QuantizedRows::q16).
+#ifdef SMOLVLM_X86
+// x quantized per block for the many-row path on x86 with AVX2, rows in parallel (the same numbers
+// as quantize_activations); with wide, also the codes as int16 (QuantizedRows::q16).
 void quantize_activations_parallel(const float* x, size_t M, size_t K, QuantizedRows& out, bool wide) {
   out.q.resize(M * K);
   out.scale.resize(M * K / QB);
@@ -697,22 +698,19 @@ void quantize_activations_parallel(const float* x, size_t M, size_t K, Quantized
     const float* x;
     QuantizedRows* out;
     size_t K;
-    bool avx2, wide;
-  } rows{x, &out, K, use_avx2(), wide};
+    bool wide;
+  } rows{x, &out, K, wide};
   auto row = [](void* c, size_t r) {
     const Rows& j = *static_cast<const Rows*>(c);
     for (size_t b = r * j.K / QB; b < (r + 1) * j.K / QB; b++) {
-      const float* src = j.x + b * QB;
       int8_t* q = j.out->q.data() + b * QB;
-#ifdef SMOLVLM_X86
-      if (j.avx2) avx2::quantize_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
-#endif
-      if (!j.avx2) quantize_activation_block(src, q, &j.out->scale[b], &j.out->scaledSum[b]);
+      avx2::quantize_block(j.x + b * QB, q, &j.out->scale[b], &j.out->scaledSum[b]);
       if (j.wide) std::copy(q, q + QB, j.out->q16.data() + b * QB);
     }
   };
   parallel_for(M, row, &rows);
 }
+#endif
 
 #include "quant_gemm.inc"
 
