@@ -403,6 +403,8 @@ inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
 }
 // Products summed into int32 lanes on top of acc (the int8 GEMM's form; it keeps int16 sums here).
 inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, dot_u8s8(a, b)); }
+// int16 pairs multiplied and summed into int32 lanes on top of acc (the Q8_0 GEMM; vpdpwssd on VNNI CPUs).
+inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 constexpr bool kInt16Sums = true;
 #include "quant_gemv_impl.inc"
 
@@ -445,6 +447,8 @@ inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
 inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd_epi32(acc, a, b); }
+// int16 pairs multiplied and summed into int32 lanes on top of acc (the Q8_0 GEMM).
+inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avx512vnni
@@ -458,6 +462,7 @@ inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) {
   return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), a1, b1), a2, b2);
 }
 inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd_avx_epi32(acc, a, b); }
+inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_avx_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace avxvnni
@@ -477,6 +482,8 @@ inline __m256i dot_u8s8(__m256i a, __m256i b) {
 }
 inline __m256i dot2_u8s8(__m256i a1, __m256i b1, __m256i a2, __m256i b2) { return _mm256_add_epi32(dot_u8s8(a1, b1), dot_u8s8(a2, b2)); }
 inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, dot_u8s8(a, b)); }
+// int16 pairs multiplied and summed into int32 lanes on top of acc (the Q8_0 GEMM; vpdpwssd on VNNI CPUs).
+inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 constexpr bool kInt16Sums = false;
 #include "quant_gemv_impl.inc"
 }  // namespace vnniemu
