@@ -128,7 +128,7 @@ test("a batched pass over several sequences equals running each on its own", () 
 
 test("decode steps reuse their layer buffers without changing any result", () => {
   // 24 tokens one at a time (each a 1-row pass on the decoder's reused buffers, the same arrays
-  // step after step) against one 24-row pass (above the reuse limit of 16 rows: fresh arrays).
+  // step after step) against one 24-row pass (above 16 rows: the large buffer set).
   const model = tinyModel("tiny-bf16");
   const ids = Array.from({ length: 24 }, (_, i) => 1 + ((i * 7919) % 4000));
   const vocab = model.config.text.vocabSize;
@@ -138,4 +138,25 @@ test("decode steps reuse their layer buffers without changing any result", () =>
     const step = model.text.forward(model.text.embed([id]), 1, cache);
     assert.ok(relL2(step, whole.subarray(i * vocab, (i + 1) * vocab)) < 1e-6, `position ${i}`);
   });
+});
+
+test("prefill chunks share one large buffer set, viewed at smaller sizes, without changing any result", () => {
+  // A 40-row chunk allocates the large set; the 19-row chunk after it runs on views of it, and a
+  // 50-row chunk then replaces it with a larger one. Against the same prompt in one fresh pass.
+  const model = tinyModel("tiny-bf16");
+  const ids = Array.from({ length: 109 }, (_, i) => 1 + ((i * 4271) % 4000));
+  const vocab = model.config.text.vocabSize;
+  const whole = model.text.forward(model.text.embed(ids), ids.length, model.text.newCache(), true);
+  const decoder = tinyModel("tiny-bf16").text;
+  const cache = decoder.newCache();
+  let done = 0;
+  for (const chunk of [40, 19, 50]) {
+    const part = ids.slice(done, done + chunk);
+    const logits = decoder.forward(decoder.embed(part), chunk, cache, true);
+    for (const i of [0, chunk - 1]) {
+      const at = done + i;
+      assert.ok(relL2(logits.subarray(i * vocab, (i + 1) * vocab), whole.subarray(at * vocab, (at + 1) * vocab)) < 1e-5, `position ${at}`);
+    }
+    done += chunk;
+  }
 });

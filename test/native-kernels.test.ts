@@ -311,6 +311,11 @@ function outputArrayTests(k: Kernels): void {
     const g = randomArray(64, 3);
     assert.equal(k.rmsNorm(x, 2, g, 1e-5, norm), norm);
     assert.deepEqual(norm, k.rmsNorm(x, 2, g, 1e-5));
+    const ln = new Float32Array(2 * 64);
+    const beta = randomArray(64, 4);
+    assert.equal(k.layerNorm(x, 2, g, beta, 1e-6, ln), ln);
+    assert.deepEqual(ln, k.layerNorm(x, 2, g, beta, 1e-6));
+    assert.throws(() => k.layerNorm(x, 2, g, beta, 1e-6, new Float32Array(127)), /output array/);
     const act = new Float32Array(80);
     assert.equal(k.siluMul(into, outs[0]!, act), act);
     assert.deepEqual(act, k.siluMul(into, outs[0]!));

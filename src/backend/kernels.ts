@@ -77,7 +77,7 @@ export interface Kernels {
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */
-  layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array;
+  layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /**
    * Rotary embedding in place, "rotate half" layout: for each head, pairs (j, j + headDim/2) are
    * rotated by cos/sin[row, j] (tables [rows, headDim/2]).

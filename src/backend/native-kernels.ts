@@ -295,8 +295,8 @@ export function loadNativeKernels(): NativeKernels | null {
       a.rmsNorm(x, rows, weight, eps, y);
       return y;
     },
-    layerNorm: (x, rows, weight, bias, eps) => {
-      const y = new Float32Array(rows * weight.length);
+    layerNorm: (x, rows, weight, bias, eps, out) => {
+      const y = outputArray(out, rows * weight.length, "layerNorm");
       a.layerNorm(x, rows, weight, bias, eps, y);
       return y;
     },

@@ -61,9 +61,9 @@ function rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: numbe
   return y;
 }
 
-function layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number): Float32Array {
+function layerNorm(x: Float32Array, rows: number, weight: Float32Array, bias: Float32Array, eps: number, out?: Float32Array): Float32Array {
   const dim = weight.length;
-  const y = new Float32Array(rows * dim);
+  const y = outputArray(out, rows * dim, "layerNorm");
   for (let r = 0; r < rows; r++) {
     const off = r * dim;
     let mean = 0;

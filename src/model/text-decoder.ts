@@ -24,36 +24,39 @@ interface DecoderLayer {
 
 const PREFIX = "model.text_model";
 
-/** Passes of at most this many rows (decode steps, small batches) reuse their layer buffers. */
+/** Passes of at most this many rows (decode steps, small batches) keep a buffer set per row count. */
 const STEP_BUFFER_MAX_ROWS = 16;
 
 /**
  * The intermediate arrays of one layer for a pass of `rows` rows. Every layer overwrites them in
- * turn, and decode steps reuse them from step to step, so a step allocates almost nothing: with a
- * new array per kernel call, a q4 step spent about a tenth of its time allocating (Kernels, `out`).
+ * turn, and later passes reuse them, so a pass allocates almost nothing: with a new array per
+ * kernel call, a q4 decode step spent about a tenth of its time allocating (Kernels, `out`), and a
+ * 512-row prefill chunk allocated about 900 MB at the 500M geometry.
  */
 class LayerBuffers {
-  readonly normed: Float32Array;
-  readonly q: Float32Array;
-  readonly k: Float32Array;
-  readonly v: Float32Array;
-  readonly attention: Float32Array;
-  readonly hidden: Float32Array;
-  readonly gate: Float32Array;
-  readonly up: Float32Array;
-  readonly act: Float32Array;
+  private constructor(
+    readonly rows: number,
+    readonly normed: Float32Array,
+    readonly q: Float32Array,
+    readonly k: Float32Array,
+    readonly v: Float32Array,
+    readonly attention: Float32Array,
+    readonly hidden: Float32Array,
+    readonly gate: Float32Array,
+    readonly up: Float32Array,
+    readonly act: Float32Array,
+  ) {}
 
-  constructor(rows: number, c: TextConfig) {
+  static allocate(rows: number, c: TextConfig): LayerBuffers {
     const f = (width: number): Float32Array => new Float32Array(rows * width);
-    this.normed = f(c.hiddenSize);
-    this.q = f(c.numHeads * c.headDim);
-    this.k = f(c.numKvHeads * c.headDim);
-    this.v = f(c.numKvHeads * c.headDim);
-    this.attention = f(c.numHeads * c.headDim);
-    this.hidden = f(c.hiddenSize);
-    this.gate = f(c.intermediateSize);
-    this.up = f(c.intermediateSize);
-    this.act = f(c.intermediateSize);
+    const [h, q, kv, ffn] = [c.hiddenSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.intermediateSize];
+    return new LayerBuffers(rows, f(h), f(q), f(kv), f(kv), f(q), f(h), f(ffn), f(ffn), f(ffn));
+  }
+
+  /** The first `rows` rows of every array (rows <= this.rows). */
+  view(rows: number): LayerBuffers {
+    const part = (a: Float32Array): Float32Array => a.subarray(0, (a.length / this.rows) * rows);
+    return new LayerBuffers(rows, part(this.normed), part(this.q), part(this.k), part(this.v), part(this.attention), part(this.hidden), part(this.gate), part(this.up), part(this.act));
   }
 }
 
@@ -89,6 +92,8 @@ export class TextDecoder {
   /** Element type of the caches this decoder makes. */
   readonly kvDtype: KVDType;
   private readonly buffers = new Map<number, LayerBuffers>();
+  /** The buffers of the largest pass above STEP_BUFFER_MAX_ROWS so far, viewed for smaller ones. */
+  private largeBuffers: LayerBuffers | undefined;
 
   constructor(store: WeightStore, config: TextConfig, tieWordEmbeddings: boolean, kernels: Kernels, kvDtype: KVDType = "F32") {
     this.config = config;
@@ -153,12 +158,12 @@ export class TextDecoder {
     const eps = this.config.rmsNormEps;
     for (let l = 0; l < this.layers.length; l++) {
       const layer = this.layers[l]!;
-      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, eps, b?.normed), segments, cos, sin, b);
+      const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, eps, b.normed), segments, cos, sin, b);
       k.addInPlace(x, attn);
-      const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, eps, b?.normed);
-      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, b && [b.gate, b.up]);
-      const act = k.siluMul(gate!, up!, b?.act);
-      k.addInPlace(x, k.linear(act, rows, layer.down, null, b?.hidden));
+      const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, eps, b.normed);
+      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, [b.gate, b.up]);
+      const act = k.siluMul(gate!, up!, b.act);
+      k.addInPlace(x, k.linear(act, rows, layer.down, null, b.hidden));
     }
     for (const s of segments) s.cache.length += s.rows;
     const tail = allLogits ? x : lastRows(x, segments, h);
@@ -166,26 +171,32 @@ export class TextDecoder {
     return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, eps), tailRows, this.lmHead);
   }
 
-  /** Reused buffers for a pass of `rows` rows, or undefined for larger passes (prefill chunks). */
-  private layerBuffers(rows: number): LayerBuffers | undefined {
-    if (rows > STEP_BUFFER_MAX_ROWS) return undefined;
-    let b = this.buffers.get(rows);
-    if (!b) this.buffers.set(rows, (b = new LayerBuffers(rows, this.config)));
-    return b;
+  /**
+   * Reused buffers for a pass of `rows` rows: a set per row count for decode steps and small
+   * batches, and for larger passes (prefill chunks) views of one set sized for the largest so far.
+   */
+  private layerBuffers(rows: number): LayerBuffers {
+    if (rows <= STEP_BUFFER_MAX_ROWS) {
+      let b = this.buffers.get(rows);
+      if (!b) this.buffers.set(rows, (b = LayerBuffers.allocate(rows, this.config)));
+      return b;
+    }
+    if (!this.largeBuffers || this.largeBuffers.rows < rows) this.largeBuffers = LayerBuffers.allocate(rows, this.config);
+    return this.largeBuffers.rows === rows ? this.largeBuffers : this.largeBuffers.view(rows);
   }
 
   private attention(
-    layer: DecoderLayer, index: number, x: Float32Array, segments: readonly Segment[], cos: Float32Array, sin: Float32Array, b: LayerBuffers | undefined,
+    layer: DecoderLayer, index: number, x: Float32Array, segments: readonly Segment[], cos: Float32Array, sin: Float32Array, b: LayerBuffers,
   ): Float32Array {
     const c = this.config;
     const k = this.kernels;
     const rows = x.length / c.hiddenSize;
-    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v], undefined, b && [b.q, b.k, b.v]) as [Float32Array, Float32Array, Float32Array];
+    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v], undefined, [b.q, b.k, b.v]) as [Float32Array, Float32Array, Float32Array];
     k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
     k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
     const qStride = c.numHeads * c.headDim;
     const kvStride = c.numKvHeads * c.headDim;
-    const out = b?.attention ?? new Float32Array(rows * qStride);
+    const out = b.attention;
     let row = 0;
     for (const s of segments) {
       const start = s.cache.length;
@@ -208,7 +219,7 @@ export class TextDecoder {
       if (o !== target) target.set(o); // from a wrapper that ignored `out`
       row += s.rows;
     }
-    return k.linear(out, rows, layer.o, null, b?.hidden);
+    return k.linear(out, rows, layer.o, null, b.hidden);
   }
 }
 

@@ -28,6 +28,32 @@ interface EncoderLayer {
 
 const PREFIX = "model.vision_model";
 
+/**
+ * The intermediate arrays of one encoder layer for one tile. Every layer and every tile overwrites
+ * them in turn: new arrays for each kernel call came to about 430 MB of allocation per 512x512
+ * tile at the 500M geometry, and zeroing and first-touching them took over a tenth of a q4 tile.
+ */
+class TileBuffers {
+  readonly normed: Float32Array;
+  readonly q: Float32Array;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+  readonly attention: Float32Array;
+  readonly projected: Float32Array;
+  readonly hidden: Float32Array;
+
+  constructor(patches: number, c: VisionConfig) {
+    const f = (width: number): Float32Array => new Float32Array(patches * width);
+    this.normed = f(c.hiddenSize);
+    this.q = f(c.hiddenSize);
+    this.k = f(c.hiddenSize);
+    this.v = f(c.hiddenSize);
+    this.attention = f(c.hiddenSize);
+    this.projected = f(c.hiddenSize);
+    this.hidden = f(c.intermediateSize);
+  }
+}
+
 function linear(store: WeightStore, name: string, outDim: number, inDim: number): Linear {
   return { weight: store.getLinear(`${name}.weight`, [outDim, inDim]), bias: toFloat32(store.get(`${name}.bias`, [outDim])) };
 }
@@ -61,6 +87,7 @@ export class VisionEncoder {
   private readonly positionEmbedding: Float32Array;
   private readonly layers: EncoderLayer[];
   private readonly postNorm: { weight: Float32Array; bias: Float32Array };
+  private buffers: TileBuffers | undefined;
 
   constructor(store: WeightStore, config: VisionConfig, kernels: Kernels) {
     this.config = config;
@@ -90,12 +117,15 @@ export class VisionEncoder {
     const n = this.patchesPerTile;
     const x = k.linear(this.patchify(pixels, size), n, this.patchEmbedding.weight, this.patchEmbedding.bias);
     k.addInPlace(x, this.positionEmbedding);
+    const b = (this.buffers ??= new TileBuffers(n, c));
     for (const layer of this.layers) {
-      k.addInPlace(x, this.attention(layer, k.layerNorm(x, n, layer.norm1.weight, layer.norm1.bias, c.layerNormEps)));
-      const hidden = k.linear(k.layerNorm(x, n, layer.norm2.weight, layer.norm2.bias, c.layerNormEps), n, layer.fc1.weight, layer.fc1.bias);
+      k.addInPlace(x, this.attention(layer, k.layerNorm(x, n, layer.norm1.weight, layer.norm1.bias, c.layerNormEps, b.normed), b));
+      const normed = k.layerNorm(x, n, layer.norm2.weight, layer.norm2.bias, c.layerNormEps, b.normed);
+      const hidden = k.linear(normed, n, layer.fc1.weight, layer.fc1.bias, b.hidden);
       k.gelu(hidden, c.hiddenAct === "gelu_pytorch_tanh");
-      k.addInPlace(x, k.linear(hidden, n, layer.fc2.weight, layer.fc2.bias));
+      k.addInPlace(x, k.linear(hidden, n, layer.fc2.weight, layer.fc2.bias, b.projected));
     }
+    // A new array: the caller keeps the tile's patches while the buffers serve the next tile.
     return k.layerNorm(x, n, this.postNorm.weight, this.postNorm.bias, c.layerNormEps);
   }
 
@@ -123,14 +153,16 @@ export class VisionEncoder {
     return out;
   }
 
-  private attention(layer: EncoderLayer, x: Float32Array): Float32Array {
+  private attention(layer: EncoderLayer, x: Float32Array, b: TileBuffers): Float32Array {
     const k = this.kernels;
     const n = this.patchesPerTile;
     const heads = this.config.numHeads;
     const headDim = this.config.hiddenSize / heads;
     // One call for the three projections of the same input: quantized weights quantize it once.
-    const [q, key, value] = k.linearMany(x, n, [layer.q.weight, layer.k.weight, layer.v.weight], [layer.q.bias, layer.k.bias, layer.v.bias]);
+    const weights = [layer.q.weight, layer.k.weight, layer.v.weight];
+    const [q, key, value] = k.linearMany(x, n, weights, [layer.q.bias, layer.k.bias, layer.v.bias], [b.q, b.k, b.v]);
     const out = k.attention({
+      out: b.attention,
       q: q!,
       k: key!,
       v: value!,
@@ -142,6 +174,6 @@ export class VisionEncoder {
       scale: 1 / Math.sqrt(headDim),
       causalOffset: null,
     });
-    return k.linear(out, n, layer.out.weight, layer.out.bias);
+    return k.linear(out, n, layer.out.weight, layer.out.bias, b.projected);
   }
 }
