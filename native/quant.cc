@@ -286,19 +286,31 @@ void pair_rows_x4(QuantizedRows& a, size_t M, size_t K) {
   }
 }
 
-// One weight row of a Q4_1x4 weight back in the canonical layout (codes, scales, mins of that row
-// alone), for the many-row path, which expands rows to float32.
-void unpack_x4_row(const uint8_t* packed, size_t K, size_t row, uint8_t* q, uint16_t* scales, uint16_t* mins) {
-  const size_t nb = K / QB, np = x4_pairs(K), g = row / X4_ROWS, r = row % X4_ROWS;
-  const uint8_t* unit = packed + g * np * X4_UNIT;
-  for (size_t b = 0; b < nb; b++) {
-    const uint8_t* u = unit + (b / 2) * X4_UNIT;
-    const size_t h = b % 2;
-    std::memcpy(q + b * QB / 2, u + 32 * r + 16 * h, QB / 2);
-    std::memcpy(scales + b, u + 128 + 2 * (4 * h + r), 2);
-    std::memcpy(mins + b, u + 144 + 2 * (4 * h + r), 2);
+// Where row n's block b of a quantized weight lives: its codes (Q8_0: 32 bytes; Q4_1: 16 bytes),
+// scale and minimum, in any of the three layouts.
+struct QuantSource {
+  const uint8_t* wq;
+  const uint16_t* scales;
+  const uint16_t* mins;
+  int scheme;  // 8, 4 or kQ4x4 (scales and mins inside the units)
+  size_t K;
+
+  const uint8_t* codes(size_t n, size_t b) const {
+    if (scheme == 8) return wq + n * K + b * QB;
+    if (scheme == 4) return wq + (n * K + b * QB) / 2;
+    return unit(n, b) + 32 * (n % X4_ROWS) + 16 * (b % 2);
   }
-}
+  uint16_t scale(size_t n, size_t b) const { return scheme == kQ4x4 ? unit_half(n, b, 128) : scales[n * (K / QB) + b]; }
+  uint16_t min(size_t n, size_t b) const { return scheme == kQ4x4 ? unit_half(n, b, 144) : mins[n * (K / QB) + b]; }
+
+ private:
+  const uint8_t* unit(size_t n, size_t b) const { return wq + ((n / X4_ROWS) * x4_pairs(K) + b / 2) * X4_UNIT; }
+  uint16_t unit_half(size_t n, size_t b, size_t at) const {
+    uint16_t h;
+    std::memcpy(&h, unit(n, b) + at + 2 * (4 * (b % 2) + n % X4_ROWS), 2);
+    return h;
+  }
+};
 
 // ---- few rows: integer dot products ------------------------------------------------------------
 
@@ -533,38 +545,24 @@ void multi_task(void* ctx, size_t s) {
 // ---- many rows without AVX2: float32 GEMM over expanded codes -----------------------------------
 
 struct ExpandJob {
-  const void* wq;
-  const uint16_t* scales;
-  const uint16_t* mins;
-  int scheme;
-  size_t K, row0;
+  QuantSource w;
+  size_t row0;
   float* out;
 };
 
 // One weight row as float32: d·q (+ m), as reference.ts dequantizeRows.
 void expand_row_task(void* ctx, size_t i) {
   const ExpandJob& e = *static_cast<const ExpandJob*>(ctx);
-  const size_t row = e.row0 + i, nb = e.K / QB;
-  float* out = e.out + i * e.K;
-  if (e.scheme == kQ4x4) {  // the row back in the canonical layout, then as Q4_1
-    static thread_local std::vector<uint8_t> q;
-    static thread_local std::vector<uint16_t> scales, mins;
-    q.resize(e.K / 2);
-    scales.resize(nb);
-    mins.resize(nb);
-    unpack_x4_row(static_cast<const uint8_t*>(e.wq), e.K, row, q.data(), scales.data(), mins.data());
-    ExpandJob one{q.data(), scales.data(), mins.data(), 4, e.K, 0, out};
-    expand_row_task(&one, 0);
-    return;
-  }
+  const size_t row = e.row0 + i, nb = e.w.K / QB;
+  float* out = e.out + i * e.w.K;
   for (size_t b = 0; b < nb; b++) {
-    const float d = f16_to_f32(e.scales[row * nb + b]);
-    if (e.scheme == 8) {
-      const int8_t* q = static_cast<const int8_t*>(e.wq) + row * e.K + b * QB;
+    const float d = f16_to_f32(e.w.scale(row, b));
+    if (e.w.scheme == 8) {
+      const int8_t* q = reinterpret_cast<const int8_t*>(e.w.codes(row, b));
       for (size_t k = 0; k < QB; k++) out[b * QB + k] = d * static_cast<float>(q[k]);
     } else {
-      const float m = f16_to_f32(e.mins[row * nb + b]);
-      const uint8_t* q = static_cast<const uint8_t*>(e.wq) + (row * e.K + b * QB) / 2;
+      const float m = f16_to_f32(e.w.min(row, b));
+      const uint8_t* q = e.w.codes(row, b);
       for (size_t j = 0; j < QB / 2; j++) {
         out[b * QB + j] = d * static_cast<float>(q[j] & 15) + m;
         out[b * QB + j + QB / 2] = d * static_cast<float>(q[j] >> 4) + m;
@@ -687,7 +685,7 @@ void linear_quant_gemm(const float* xr, size_t M, const QuantJob& a) {
   std::vector<float> wf(chunk * K);
   for (size_t n0 = 0; n0 < N; n0 += chunk) {
     const size_t nc = std::min(chunk, N - n0);
-    ExpandJob e{a.wq, a.scales, a.mins, a.scheme, K, n0, wf.data()};
+    ExpandJob e{{static_cast<const uint8_t*>(a.wq), a.scales, a.mins, a.scheme, K}, n0, wf.data()};
     parallel_for(nc, expand_row_task, &e);
     linear_f32_strided(xr, M, wf.data(), nc, K, a.bias ? a.bias + n0 : nullptr, a.y + n0, N);
   }
