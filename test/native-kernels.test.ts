@@ -236,6 +236,17 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     });
   }
 
+  // Scores hundreds apart: most probabilities fall below e^-87, where the softmax's exponential
+  // (exp_nonpositive) clamps instead of going to 0 or a subnormal. Blocked path and row path.
+  for (const c of [ATTENTION_CASES[0]!, ATTENTION_CASES.find((x) => x.seqQ === 1)!]) {
+    test(`attention with scores hundreds apart: ${c.name}`, () => {
+      const p = attentionParams(c, 41);
+      const wide = { ...p, q: p.q.map((v) => v * 12), k: p.k.map((v) => v * 12) };
+      const ref = tsKernels.attention(wide);
+      assertClose(native.attention(wide), ref, 1e-5, `${c.name}, wide scores`);
+    });
+  }
+
   // A bf16 KV cache: both backends read the same bf16 keys and values.
   for (const c of ATTENTION_CASES.filter((_, i) => i % 2 === 0)) {
     test(`attention, bf16 keys and values: ${c.name}`, () => {
