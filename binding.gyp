@@ -11,7 +11,8 @@
         "native/attention.cc",
         "native/elementwise.cc",
         "native/mmap.cc",
-        "native/peak.cc"
+        "native/peak.cc",
+        "native/resample.cc"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O3", "-fno-math-errno", "-pthread"],

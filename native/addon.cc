@@ -104,6 +104,7 @@ class Args {
       case napi_uint16_array: return "Uint16Array";
       case napi_int8_array: return "Int8Array";
       case napi_uint8_array: return "Uint8Array";
+      case napi_int32_array: return "Int32Array";
       default: return "typed array";
     }
   }
@@ -363,6 +364,72 @@ napi_value AddInPlace(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The weights of one resize axis (image/resize.ts AxisCoefficients) for outSize outputs, each
+// range checked to lie inside inSize inputs once `shift` is taken off its start.
+struct Axis {
+  const int32_t* bounds = nullptr;
+  const int32_t* kk = nullptr;
+  size_t ksize = 0;
+  int precision = 0;
+};
+
+Axis axis_arg(Args& a, size_t at, size_t outSize, size_t inSize, size_t shift) {
+  Axis ax;
+  Array bounds = a.array(at, napi_int32_array, "bounds");
+  a.need(bounds, mul(2, outSize), "bounds");
+  Array kk = a.array(at + 1, napi_int32_array, "kk");
+  ax.ksize = a.count(at + 2, "ksize");
+  a.need(kk, mul(outSize, ax.ksize), "kk");
+  const double precision = a.number(at + 3, "precision");
+  if (a.ok() && !(precision >= 1 && precision <= 30 && precision == std::floor(precision))) a.fail("precision must be a whole number from 1 to 30");
+  if (!a.ok()) return ax;
+  const int32_t* b = static_cast<const int32_t*>(bounds.data);
+  for (size_t i = 0; i < outSize; i++) {
+    const int64_t start = static_cast<int64_t>(b[2 * i]) - static_cast<int64_t>(shift), count = b[2 * i + 1];
+    if (start < 0 || count < 0 || static_cast<size_t>(count) > ax.ksize || static_cast<size_t>(start + count) > inSize) {
+      a.fail("output " + std::to_string(i) + " reads inputs [" + std::to_string(start) + ", " + std::to_string(start + count) + ") of " + std::to_string(inSize) +
+             " with " + std::to_string(ax.ksize) + " weights");
+      return ax;
+    }
+  }
+  ax.bounds = b;
+  ax.kk = static_cast<const int32_t*>(kk.data);
+  ax.precision = static_cast<int>(precision);
+  return ax;
+}
+
+// resampleHorizontal(src, inWidth, y0, y1, outWidth, bounds, kk, ksize, precision, out): rows
+// [y0, y1) of an RGB image inWidth wide, resampled to outWidth.
+napi_value ResampleHorizontal(napi_env env, napi_callback_info info) {
+  Args a(env, info, 10, "resampleHorizontal");
+  const size_t inWidth = a.count(1, "inWidth"), y0 = a.count(2, "y0"), y1 = a.count(3, "y1"), outWidth = a.count(4, "outWidth");
+  if (a.ok() && y1 < y0) a.fail("y1 must be >= y0");
+  Array src = a.array(0, napi_uint8_array, "src");
+  a.need(src, mul(mul(y1, inWidth), 3), "src");
+  const Axis ax = axis_arg(a, 5, outWidth, inWidth, 0);
+  Array out = a.array(9, napi_uint8_array, "out");
+  a.need(out, mul(mul(y1 - y0, outWidth), 3), "out");
+  if (!a.ok()) return nullptr;
+  resample_horizontal(static_cast<const uint8_t*>(src.data), inWidth, y0, y1, outWidth, ax.bounds, ax.kk, ax.ksize, ax.precision, static_cast<uint8_t*>(out.data));
+  return nullptr;
+}
+
+// resampleVertical(src, width, outHeight, bounds, kk, ksize, precision, shift, out): an RGB image
+// `width` wide whose first row is input row `shift`, resampled to outHeight rows.
+napi_value ResampleVertical(napi_env env, napi_callback_info info) {
+  Args a(env, info, 9, "resampleVertical");
+  const size_t width = a.count(1, "width"), outHeight = a.count(2, "outHeight"), shift = a.count(7, "shift");
+  Array src = a.array(0, napi_uint8_array, "src");
+  if (a.ok() && width == 0) a.fail("width must be positive");
+  const size_t inRows = a.ok() ? src.length / (width * 3) : 0;
+  const Axis ax = axis_arg(a, 3, outHeight, inRows, shift);
+  Array out = a.array(8, napi_uint8_array, "out");
+  a.need(out, mul(mul(outHeight, width), 3), "out");
+  if (!a.ok()) return nullptr;
+  resample_vertical(static_cast<const uint8_t*>(src.data), width, outHeight, ax.bounds, ax.kk, ax.ksize, ax.precision, shift, static_cast<uint8_t*>(out.data));
+  return nullptr;
+}
+
 napi_value make_string(napi_env env, const char* s) {
   napi_value v;
   napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
@@ -447,6 +514,8 @@ NAPI_MODULE_INIT() {
       {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"resampleHorizontal", nullptr, ResampleHorizontal, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"resampleVertical", nullptr, ResampleVertical, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setQuantDot", nullptr, SetQuantDot, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -49,6 +49,16 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
 // emulated in AVX2, for tests on CPUs without VNNI). False for an unknown name.
 bool set_quant_dot(const char* name);
 
+// The two passes of an 8-bit RGB Lanczos resize (resample.cc; image/resize.ts is the reference).
+// Output index i reads bounds[2i + 1] input pixels (rows) from bounds[2i] with the fixed-point
+// weights kk[i * ksize ..], precision fraction bits (1..30). The caller checks that every range
+// lies inside the input: horizontal reads rows [y0, y1) of a inWidth-wide image, vertical reads
+// rows bounds[2i] - shift of src.
+void resample_horizontal(const uint8_t* src, size_t inWidth, size_t y0, size_t y1, size_t outWidth, const int32_t* bounds, const int32_t* kk,
+                         size_t ksize, int precision, uint8_t* out);
+void resample_vertical(const uint8_t* src, size_t width, size_t outHeight, const int32_t* bounds, const int32_t* kk, size_t ksize, int precision,
+                       size_t shift, uint8_t* out);
+
 void rms_norm(const float* x, size_t rows, size_t dim, const float* weight, float eps, float* y);
 void layer_norm(const float* x, size_t rows, size_t dim, const float* weight, const float* bias, float eps, float* y);
 void rope(float* x, size_t rows, size_t heads, size_t head_dim, const float* cos, const float* sin);

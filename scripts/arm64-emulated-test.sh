@@ -38,7 +38,7 @@ NODE_INCLUDE=$(dirname "$(dirname "$(command -v node)")")/include/node
 mkdir -p build/arm64
 aarch64-linux-gnu-g++ -std=gnu++17 -O3 -fno-math-errno -pthread -fPIC -shared -DNAPI_VERSION=8 -I"$NODE_INCLUDE" \
   native/addon.cc native/cpu.cc native/threadpool.cc native/matmul.cc native/quant.cc native/attention.cc \
-  native/elementwise.cc native/mmap.cc native/peak.cc -o build/arm64/smolvlm_native.node
+  native/elementwise.cc native/mmap.cc native/peak.cc native/resample.cc -o build/arm64/smolvlm_native.node
 
 # Each test file runs in this process (node --test would spawn x86-unrunnable children).
 status=0

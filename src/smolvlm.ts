@@ -197,8 +197,8 @@ export class SmolVLM {
     this.generationDefaults = parseGenerationConfig(existsSync(genPath) ? readJsonFile(genPath) : undefined, []);
     this.tokenizer = Tokenizer.fromModelDir(dir);
     this.chatTemplate = ChatTemplate.fromModelDir(dir);
-    this.imageProcessor = ImageProcessor.fromModelDir(dir);
     const { kernels, dtype, notice } = chooseKernels(options, requestedDtype(options, this.config, dir));
+    this.imageProcessor = ImageProcessor.fromModelDir(dir, kernels.resample);
     this.backend = { kernels: kernels.name, dtype, notice };
     const store = WeightStore.fromDir(dir, { quantize: isQuantScheme(dtype) ? dtype : undefined });
     try {

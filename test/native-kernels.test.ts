@@ -15,6 +15,8 @@ import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { Idefics3Model } from "../src/model/idefics3.js";
 import { quantizeReference } from "../src/quant/reference.js";
+import { resizeLanczos, resizeLanczosTorch, torchLanczosCoefficients, typescriptPasses } from "../src/image/resize.js";
+import type { RgbImage } from "../src/image/types.js";
 import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
 
 function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
@@ -377,6 +379,48 @@ if (!native) {
     assert.throws(() => native.attention({ ...p, k: new Uint16Array(p.k.length) }), /same element type/);
     assert.throws(() => native.attention({ ...p, kvRowStride: p.headDim, kvHeadStride: 1000 * p.headDim }), /k has/);
     assert.equal(native.setIsa("nonsense" as NativeIsa), false);
+  });
+
+  // The image resize's passes: byte for byte the TypeScript reference's, up and down, odd sizes,
+  // one-pixel images, both fixed-point precisions, and Pillow's vertical-first path for tall images.
+  test("resample passes: the same bytes as the TypeScript reference", () => {
+    const image = (width: number, height: number, seed: number): RgbImage => ({
+      width,
+      height,
+      data: Uint8Array.from({ length: width * height * 3 }, (_, i) => (Math.imul(i + seed, 2654435761) >>> 24) & 255),
+    });
+    const sizes: [number, number, number, number][] = [
+      [1024, 768, 2048, 1536], // upscale, as a photo to the longest edge
+      [2048, 1536, 512, 512], // downscale by 4 and 3 (the global tile)
+      [65, 63, 7, 1023],
+      [1, 1, 5, 3],
+      [9, 5, 1, 1],
+      [300, 200, 300, 77], // vertical only
+      [301, 200, 64, 200], // horizontal only
+      [3, 400, 2, 100], // over 100x taller than wide: Pillow resizes vertically first
+    ];
+    for (const [w, h, ow, oh] of sizes) {
+      const img = image(w, h, w + h);
+      for (const [name, resize] of [["torch", resizeLanczosTorch], ["pillow", resizeLanczos]] as const) {
+        const ref: RgbImage = resize(img, ow, oh, typescriptPasses);
+        const got: RgbImage = resize(img, ow, oh, native.resample!);
+        assert.equal(got.data.length, ref.data.length, `${name} ${w}x${h} -> ${ow}x${oh}`);
+        assert.ok(Buffer.from(got.data).equals(Buffer.from(ref.data)), `${name} ${w}x${h} -> ${ow}x${oh}: bytes differ`);
+      }
+    }
+  });
+
+  test("resample passes: ranges outside the image are errors, not reads", () => {
+    const passes = native.resample!;
+    const c = torchLanczosCoefficients(40, 10);
+    const src = new Uint8Array(40 * 3 * 4);
+    assert.throws(() => passes.horizontal(src, 39, 0, 4, 10, c, new Uint8Array(10 * 3 * 4)), /reads inputs/);
+    assert.throws(() => passes.horizontal(src, 40, 0, 5, 10, c, new Uint8Array(10 * 3 * 5)), /src has/);
+    assert.throws(() => passes.horizontal(src, 40, 0, 4, 10, c, new Uint8Array(10)), /out has/);
+    assert.throws(() => passes.vertical(new Uint8Array(3 * 39), 1, 10, c, 0, new Uint8Array(30)), /reads inputs/);
+    assert.throws(() => passes.vertical(new Uint8Array(3 * 40), 1, 10, c, 1, new Uint8Array(30)), /reads inputs/);
+    assert.throws(() => passes.vertical(new Uint8Array(3 * 40), 1, 10, { ...c, precision: 0 }, 0, new Uint8Array(30)), /precision/);
+    assert.throws(() => passes.vertical(new Uint8Array(3 * 40), 1, 10, { ...c, ksize: 1 }, 0, new Uint8Array(30)), /reads inputs/);
   });
 
   // End to end: the tiny models on the native kernels against the PyTorch fixtures.

@@ -8,6 +8,7 @@
  */
 import type { Tensor } from "../io/safetensors.js";
 import type { PackedQ4Tensor, QuantizedTensor } from "../quant/format.js";
+import type { ResamplePasses } from "../image/resize.js";
 
 /**
  * A linear layer's weight: a float tensor in its checkpoint dtype, a block-quantized one, or a
@@ -74,6 +75,11 @@ export interface Kernels {
    * without it uses weights as they are.
    */
   packForDecoding?(weight: LinearWeight): LinearWeight;
+  /**
+   * The image resize's two Lanczos passes (image/resize.ts, whose typescriptPasses are the
+   * reference), bit for bit. Optional: without it the image processor runs the reference.
+   */
+  readonly resample?: ResamplePasses;
   /** Row-wise RMSNorm (Llama): x / sqrt(mean(x²) + eps) * weight. */
   rmsNorm(x: Float32Array, rows: number, weight: Float32Array, eps: number, out?: Float32Array): Float32Array;
   /** Row-wise LayerNorm with affine weight and bias. */

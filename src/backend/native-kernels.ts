@@ -37,6 +37,8 @@ interface NativeAddon {
   siluMul(gate: Float32Array, up: Float32Array, y: Float32Array): void;
   gelu(x: Float32Array, approximate: boolean): void;
   addInPlace(a: Float32Array, b: Float32Array): void;
+  resampleHorizontal(src: Uint8Array, inWidth: number, y0: number, y1: number, outWidth: number, bounds: Int32Array, kk: Int32Array, ksize: number, precision: number, out: Uint8Array): void;
+  resampleVertical(src: Uint8Array, width: number, outHeight: number, bounds: Int32Array, kk: Int32Array, ksize: number, precision: number, shift: number, out: Uint8Array): void;
   info(): NativeInfo;
   setIsa(isa: string): boolean;
   setQuantDot(name: string): boolean;
@@ -315,6 +317,10 @@ export function loadNativeKernels(): NativeKernels | null {
     },
     gelu: (x, approximate) => a.gelu(x, approximate),
     addInPlace: (x, b) => a.addInPlace(x, b),
+    resample: {
+      horizontal: (src, inWidth, y0, y1, outWidth, c, out) => a.resampleHorizontal(src, inWidth, y0, y1, outWidth, c.bounds, c.kk, c.ksize, c.precision, out),
+      vertical: (src, width, outHeight, c, shift, out) => a.resampleVertical(src, width, outHeight, c.bounds, c.kk, c.ksize, c.precision, shift, out),
+    },
     info: () => a.info(),
     setIsa: (isa) => a.setIsa(isa),
     setQuantDot: (name) => a.setQuantDot(name),

@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import { SmolVLMError } from "../errors.js";
 import { readJsonFile, readOptionalJsonFile } from "../io/config.js";
-import { resizeLanczosTorch } from "./resize.js";
+import { resizeLanczosTorch, typescriptPasses, type ResamplePasses } from "./resize.js";
 import type { RgbImage } from "./types.js";
 
 /** The reference clamps the resized longest edge to 4k (MAX_IMAGE_SIZE). */
@@ -166,7 +166,7 @@ function crop(img: RgbImage, x0: number, y0: number, size: number): RgbImage {
 }
 
 /** split_images: tiles row by row then the global image, or the image alone if it is one tile. */
-function splitTiles(img: RgbImage, tile: number): { frames: RgbImage[]; rows: number; cols: number } {
+function splitTiles(img: RgbImage, tile: number, passes: ResamplePasses): { frames: RgbImage[]; rows: number; cols: number } {
   if (img.height <= tile && img.width <= tile) return { frames: [img], rows: 0, cols: 0 };
   const rows = Math.floor((img.height - tile) / tile) + 1;
   const cols = Math.floor((img.width - tile) / tile) + 1;
@@ -174,7 +174,7 @@ function splitTiles(img: RgbImage, tile: number): { frames: RgbImage[]; rows: nu
   for (let r = 0; r < rows; r++) {
     for (let c = 0; c < cols; c++) frames.push(crop(img, c * tile, r * tile, tile));
   }
-  frames.push(resizeLanczosTorch(img, tile, tile));
+  frames.push(resizeLanczosTorch(img, tile, tile, passes));
   return { frames, rows, cols };
 }
 
@@ -183,12 +183,16 @@ export class ImageProcessor {
   /** Per-channel value tables, built on first use. */
   private tables: Float32Array[] = [];
 
-  constructor(config: ImageProcessorConfig) {
+  /** Who runs the resize passes: the TypeScript reference, or a backend's same arithmetic. */
+  private readonly passes: ResamplePasses;
+
+  constructor(config: ImageProcessorConfig, passes: ResamplePasses = typescriptPasses) {
     this.config = config;
+    this.passes = passes;
   }
 
-  static fromModelDir(dir: string): ImageProcessor {
-    return new ImageProcessor(loadProcessorConfig(dir));
+  static fromModelDir(dir: string, passes?: ResamplePasses): ImageProcessor {
+    return new ImageProcessor(loadProcessorConfig(dir), passes);
   }
 
   get imageSeqLen(): number {
@@ -235,14 +239,14 @@ export class ImageProcessor {
     let img = image;
     if (cfg.doResize) {
       const [h, w] = longestEdgeSize(img.height, img.width, longest);
-      img = resizeLanczosTorch(img, w, h);
+      img = resizeLanczosTorch(img, w, h, this.passes);
     }
     if (!this.splitting(overrides)) {
       // The reference squashes the whole image into one square tile, ignoring the aspect ratio.
-      return { frames: [resizeLanczosTorch(img, tile, tile)], rows: 0, cols: 0 };
+      return { frames: [resizeLanczosTorch(img, tile, tile, this.passes)], rows: 0, cols: 0 };
     }
     const [h, w] = visionEncoderSize(img.height, img.width, tile);
-    return splitTiles(resizeLanczosTorch(img, w, h), tile);
+    return splitTiles(resizeLanczosTorch(img, w, h, this.passes), tile, this.passes);
   }
 
   process(image: RgbImage, overrides: ProcessOverrides = {}): ProcessedImage {

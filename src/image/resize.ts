@@ -118,58 +118,77 @@ function clip8(acc: number, precision: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-/** Horizontal pass over input rows [y0, y1). */
-function resampleHorizontal(img: RgbImage, outWidth: number, c: AxisCoefficients, y0: number, y1: number): RgbImage {
-  const { data: src, width: inWidth } = img;
-  const { ksize, bounds, kk, precision } = c;
-  // Every accumulator starts at one half so that the final shift rounds to nearest.
-  const half = 2 ** (precision - 1);
-  const out = new Uint8Array(outWidth * (y1 - y0) * 3);
-  let o = 0;
-  for (let y = y0; y < y1; y++) {
-    const rowStart = y * inWidth * 3;
-    for (let xx = 0; xx < outWidth; xx++) {
-      const count = bounds[xx * 2 + 1]!;
-      const kOff = xx * ksize;
-      let p = rowStart + bounds[xx * 2]! * 3;
-      let s0 = half;
-      let s1 = half;
-      let s2 = half;
-      for (let x = 0; x < count; x++, p += 3) {
-        const k = kk[kOff + x]!;
-        s0 += src[p]! * k;
-        s1 += src[p + 1]! * k;
-        s2 += src[p + 2]! * k;
+/**
+ * The two passes of a separable resize over 8-bit RGB. `typescriptPasses` below is the reference;
+ * a backend may supply the same arithmetic natively (`Kernels.resample`), bit for bit.
+ */
+export interface ResamplePasses {
+  /** Rows [y0, y1) of `src` (`inWidth` pixels wide) resampled to `outWidth`: (y1 - y0) rows into `out`. */
+  horizontal(src: Uint8Array, inWidth: number, y0: number, y1: number, outWidth: number, c: AxisCoefficients, out: Uint8Array): void;
+  /** `outHeight` rows into `out`; output row i reads rows c.bounds[2i] - shift .. of `src` (`width` pixels wide). */
+  vertical(src: Uint8Array, width: number, outHeight: number, c: AxisCoefficients, shift: number, out: Uint8Array): void;
+}
+
+export const typescriptPasses: ResamplePasses = {
+  horizontal(src, inWidth, y0, y1, outWidth, c, out) {
+    const { ksize, bounds, kk, precision } = c;
+    // Every accumulator starts at one half so that the final shift rounds to nearest.
+    const half = 2 ** (precision - 1);
+    let o = 0;
+    for (let y = y0; y < y1; y++) {
+      const rowStart = y * inWidth * 3;
+      for (let xx = 0; xx < outWidth; xx++) {
+        const count = bounds[xx * 2 + 1]!;
+        const kOff = xx * ksize;
+        let p = rowStart + bounds[xx * 2]! * 3;
+        let s0 = half;
+        let s1 = half;
+        let s2 = half;
+        for (let x = 0; x < count; x++, p += 3) {
+          const k = kk[kOff + x]!;
+          s0 += src[p]! * k;
+          s1 += src[p + 1]! * k;
+          s2 += src[p + 2]! * k;
+        }
+        out[o++] = clip8(s0, precision);
+        out[o++] = clip8(s1, precision);
+        out[o++] = clip8(s2, precision);
       }
-      out[o++] = clip8(s0, precision);
-      out[o++] = clip8(s1, precision);
-      out[o++] = clip8(s2, precision);
     }
-  }
+  },
+
+  vertical(src, width, outHeight, c, shift, out) {
+    const { ksize, bounds, kk, precision } = c;
+    const rowLen = width * 3;
+    // Accumulate whole rows at a time: the same integer sums as the per-pixel loops, cache friendly.
+    const acc = new Float64Array(rowLen);
+    for (let yy = 0; yy < outHeight; yy++) {
+      acc.fill(2 ** (precision - 1));
+      const ymin = bounds[yy * 2]! - shift;
+      const count = bounds[yy * 2 + 1]!;
+      for (let y = 0; y < count; y++) {
+        const k = kk[yy * ksize + y]!;
+        const off = (ymin + y) * rowLen;
+        for (let i = 0; i < rowLen; i++) acc[i] += src[off + i]! * k;
+      }
+      const o = yy * rowLen;
+      for (let i = 0; i < rowLen; i++) out[o + i] = clip8(acc[i]!, precision);
+    }
+  },
+};
+
+/** Horizontal pass over input rows [y0, y1). */
+function resampleHorizontal(img: RgbImage, outWidth: number, c: AxisCoefficients, y0: number, y1: number, passes: ResamplePasses): RgbImage {
+  const out = new Uint8Array(outWidth * (y1 - y0) * 3);
+  passes.horizontal(img.data, img.width, y0, y1, outWidth, c, out);
   return { width: outWidth, height: y1 - y0, data: out };
 }
 
 /** Vertical pass; `shift` is subtracted from the row bounds (the first input row kept). */
-function resampleVertical(img: RgbImage, outHeight: number, c: AxisCoefficients, shift: number): RgbImage {
-  const { data: src, width } = img;
-  const { ksize, bounds, kk, precision } = c;
-  const rowLen = width * 3;
-  const out = new Uint8Array(rowLen * outHeight);
-  // Accumulate whole rows at a time: the same integer sums as the per-pixel loops, cache friendly.
-  const acc = new Float64Array(rowLen);
-  for (let yy = 0; yy < outHeight; yy++) {
-    acc.fill(2 ** (precision - 1));
-    const ymin = bounds[yy * 2]! - shift;
-    const count = bounds[yy * 2 + 1]!;
-    for (let y = 0; y < count; y++) {
-      const k = kk[yy * ksize + y]!;
-      const off = (ymin + y) * rowLen;
-      for (let i = 0; i < rowLen; i++) acc[i] += src[off + i]! * k;
-    }
-    const o = yy * rowLen;
-    for (let i = 0; i < rowLen; i++) out[o + i] = clip8(acc[i]!, precision);
-  }
-  return { width, height: outHeight, data: out };
+function resampleVertical(img: RgbImage, outHeight: number, c: AxisCoefficients, shift: number, passes: ResamplePasses): RgbImage {
+  const out = new Uint8Array(img.width * 3 * outHeight);
+  passes.vertical(img.data, img.width, outHeight, c, shift, out);
+  return { width: img.width, height: outHeight, data: out };
 }
 
 function checkSize(img: RgbImage, width: number, height: number): void {
@@ -184,32 +203,32 @@ function checkSize(img: RgbImage, width: number, height: number): void {
 type CoefficientsFn = (inSize: number, outSize: number) => AxisCoefficients;
 
 /** Horizontal pass then vertical pass, each only if its dimension changes. */
-function separable(img: RgbImage, width: number, height: number, coeffs: CoefficientsFn): RgbImage {
+function separable(img: RgbImage, width: number, height: number, coeffs: CoefficientsFn, passes: ResamplePasses): RgbImage {
   const needH = width !== img.width;
   const needV = height !== img.height;
   if (!needH && !needV) return { width, height, data: img.data.slice() };
-  if (!needH) return resampleVertical(img, height, coeffs(img.height, height), 0);
+  if (!needH) return resampleVertical(img, height, coeffs(img.height, height), 0, passes);
   const hc = coeffs(img.width, width);
-  if (!needV) return resampleHorizontal(img, width, hc, 0, img.height);
+  if (!needV) return resampleHorizontal(img, width, hc, 0, img.height, passes);
   const vc = coeffs(img.height, height);
   // The horizontal pass only needs the input rows the vertical taps read.
   const yFirst = vc.bounds[0]!;
   const yLast = vc.bounds[(height - 1) * 2]! + vc.bounds[(height - 1) * 2 + 1]!;
-  return resampleVertical(resampleHorizontal(img, width, hc, yFirst, yLast), height, vc, yFirst);
+  return resampleVertical(resampleHorizontal(img, width, hc, yFirst, yLast, passes), height, vc, yFirst, passes);
 }
 
 /**
  * Pillow's `im.resize((width, height), Image.LANCZOS)` on an RGB image, bit for bit.
  * Only the passes that change a dimension run; the same size returns a copy.
  */
-export function resizeLanczos(img: RgbImage, width: number, height: number): RgbImage {
+export function resizeLanczos(img: RgbImage, width: number, height: number, passes: ResamplePasses = typescriptPasses): RgbImage {
   checkSize(img, width, height);
   // Pillow >= 12.2 resizes images over 100x taller than wide vertically first.
   if (img.height > img.width * 100 && height < img.height && width !== img.width) {
-    const tall = resampleVertical(img, height, lanczosCoefficients(img.height, height), 0);
-    return resampleHorizontal(tall, width, lanczosCoefficients(img.width, width), 0, height);
+    const tall = resampleVertical(img, height, lanczosCoefficients(img.height, height), 0, passes);
+    return resampleHorizontal(tall, width, lanczosCoefficients(img.width, width), 0, height, passes);
   }
-  return separable(img, width, height, lanczosCoefficients);
+  return separable(img, width, height, lanczosCoefficients, passes);
 }
 
 /**
@@ -217,7 +236,7 @@ export function resizeLanczos(img: RgbImage, width: number, height: number): Rgb
  * resize and so transformers' torchvision image processors run), bit for bit: Pillow's kernel
  * with int16 weights whose precision is chosen per axis, horizontal pass first.
  */
-export function resizeLanczosTorch(img: RgbImage, width: number, height: number): RgbImage {
+export function resizeLanczosTorch(img: RgbImage, width: number, height: number, passes: ResamplePasses = typescriptPasses): RgbImage {
   checkSize(img, width, height);
-  return separable(img, width, height, torchLanczosCoefficients);
+  return separable(img, width, height, torchLanczosCoefficients, passes);
 }
