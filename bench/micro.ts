@@ -17,6 +17,11 @@
  *                                         caches (from memory), and over one layer's cache 32 times
  *                                         (cache-resident). To compare two builds of the addon, run
  *                                         it with SMOLVLM_NATIVE_PATH pointing at each, in turn.
+ *   node dist/bench/micro.js bandwidth-noise
+ *                                         how far the two rates of the decode goal move apart: nine
+ *                                         times in a row, the read bandwidth for 0.3 s, then the best
+ *                                         of three one-row passes over 755 MB of bf16 weights, and
+ *                                         their ratio
  */
 import { parseArgs } from "node:util";
 import { loadNativeKernels } from "../src/backend/native-kernels.js";
@@ -114,7 +119,35 @@ function decodeAttention(): void {
   }
 }
 
-const modes: Record<string, () => void> = { overhead, "bf16-round": bf16Round, "kv-layout": kvLayout, "decode-attention": decodeAttention };
+function bandwidthNoise(): void {
+  const rows = 393216;
+  const w = bf16Weight(rows, 960);
+  const x = input(960);
+  const out = new Float32Array(rows);
+  const bytes = w.data.byteLength;
+  const ratios: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const bw = native!.measureBandwidth(1 << 30, 0.3).gbps;
+    let best = Infinity;
+    for (let p = 0; p < 3; p++) {
+      const t0 = performance.now();
+      k.linear(x, 1, w, null, out);
+      best = Math.min(best, performance.now() - t0);
+    }
+    const gemv = bytes / best / 1e6;
+    ratios.push(gemv / bw);
+    console.log(`read bandwidth ${bw.toFixed(1)} GB/s, one-row linear ${gemv.toFixed(1)} GB/s, ratio ${(gemv / bw).toFixed(2)}`);
+  }
+  console.log(`median ratio ${median(ratios).toFixed(3)}`);
+}
+
+const modes: Record<string, () => void> = {
+  overhead,
+  "bf16-round": bf16Round,
+  "kv-layout": kvLayout,
+  "decode-attention": decodeAttention,
+  "bandwidth-noise": bandwidthNoise,
+};
 const run = modes[positionals[0] ?? ""];
 if (!run) throw new Error(`usage: micro.js ${Object.keys(modes).join(" | ")}`);
 run();
