@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { SmolVLMError } from "../errors.js";
 import { DTYPE_MODES, SmolVLM, type ChatRequest, type DTypeMode, type GenerateOptions } from "../smolvlm.js";
 import { ImageProcessor } from "../image/processor.js";
+import { loadNativeKernels } from "../backend/native-kernels.js";
 import { decodeImage } from "../image/decode.js";
 import { serve } from "./serve.js";
 import { HUB_USAGE, ls, pull, rm } from "./hub-commands.js";
@@ -182,7 +183,8 @@ async function preprocess(args: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  const processor = ImageProcessor.fromModelDir(required("model", v.model));
+  // The same bytes either way; the addon's resize passes are faster when it is built.
+  const processor = ImageProcessor.fromModelDir(required("model", v.model), loadNativeKernels()?.resample);
   const image = await decodeImage(required("image", v.image));
   const out = processor.process(image, {
     longestEdge: number("image-size", v["image-size"], true),
