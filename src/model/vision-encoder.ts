@@ -138,14 +138,15 @@ export class VisionEncoder {
     }
     const rowLen = ch * p * p;
     const out = new Float32Array(side * side * rowLen);
+    // Each pixel row read once, front to back, its p-value runs going to side patches. Plain
+    // loops: a subarray per run (49k per tile) cost more than the copying.
     for (let py = 0; py < side; py++) {
-      for (let px = 0; px < side; px++) {
-        let o = (py * side + px) * rowLen;
-        for (let c = 0; c < ch; c++) {
-          for (let ky = 0; ky < p; ky++) {
-            const src = c * size * size + (py * p + ky) * size + px * p;
-            out.set(pixels.subarray(src, src + p), o);
-            o += p;
+      for (let c = 0; c < ch; c++) {
+        for (let ky = 0; ky < p; ky++) {
+          let src = c * size * size + (py * p + ky) * size;
+          for (let px = 0; px < side; px++) {
+            let o = (py * side + px) * rowLen + (c * p + ky) * p;
+            for (let kx = 0; kx < p; kx++) out[o++] = pixels[src++]!;
           }
         }
       }
