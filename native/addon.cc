@@ -430,6 +430,21 @@ napi_value ResampleVertical(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// roundRowsToBf16(src, from, srcStride, rows, cols, dst, at): dst[at + r * cols + c] =
+// bf16(src[from + r * srcStride + c]) for r < rows, c < cols.
+napi_value RoundRowsToBf16(napi_env env, napi_callback_info info) {
+  Args a(env, info, 7, "roundRowsToBf16");
+  const size_t from = a.count(1, "from"), stride = a.count(2, "srcStride"), rows = a.count(3, "rows"), cols = a.count(4, "cols"), at = a.count(6, "at");
+  if (a.ok() && rows > 1 && stride < cols) a.fail("srcStride must be at least cols");
+  Array src = a.array(0, napi_float32_array, "src");
+  if (rows > 0) a.need(src, from + (rows - 1) * stride + cols, "src");
+  Array dst = a.array(5, napi_uint16_array, "dst");
+  a.need(dst, at + mul(rows, cols), "dst");
+  if (!a.ok() || rows == 0) return nullptr;
+  round_rows_to_bf16_bits(static_cast<const float*>(src.data) + from, stride, rows, cols, static_cast<uint16_t*>(dst.data) + at);
+  return nullptr;
+}
+
 napi_value make_string(napi_env env, const char* s) {
   napi_value v;
   napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
@@ -514,6 +529,7 @@ NAPI_MODULE_INIT() {
       {"siluMul", nullptr, SiluMul, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"gelu", nullptr, Gelu, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addInPlace", nullptr, AddInPlace, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"roundRowsToBf16", nullptr, RoundRowsToBf16, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resampleHorizontal", nullptr, ResampleHorizontal, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"resampleVertical", nullptr, ResampleVertical, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},

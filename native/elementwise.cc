@@ -1,5 +1,7 @@
 // rmsNorm, layerNorm, rope, siluMul, gelu, addInPlace: per-ISA bodies (elementwise_impl.inc) and
 // the split of large calls over the thread pool.
+#include <cstring>
+
 #include "cpu.h"
 #include "kernels.h"
 #include "simd.h"
@@ -151,6 +153,20 @@ void gelu(float* x, size_t n, bool approximate) {
 void add_inplace(float* a, const float* b, size_t n) {
   const ElemFns& f = fns();
   split_elements(n, [&](size_t i0, size_t i1) { f.add(a, b, i0, i1); });
+}
+
+void round_rows_to_bf16_bits(const float* src, size_t srcStride, size_t rows, size_t cols, uint16_t* dst) {
+  for (size_t r = 0; r < rows; r++) {
+    const float* x = src + r * srcStride;
+    uint16_t* y = dst + r * cols;
+    // Branch-free so that the compiler vectorizes it: nearest even, NaN to the quiet NaN.
+    for (size_t c = 0; c < cols; c++) {
+      uint32_t u;
+      std::memcpy(&u, &x[c], 4);
+      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+      y[c] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
+    }
+  }
 }
 
 }  // namespace smolvlm

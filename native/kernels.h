@@ -65,6 +65,9 @@ void rope(float* x, size_t rows, size_t heads, size_t head_dim, const float* cos
 void silu_mul(const float* gate, const float* up, float* y, size_t n);
 void gelu(float* x, size_t n, bool approximate);
 void add_inplace(float* a, const float* b, size_t n);
+// rows x cols values of src (row stride srcStride) rounded to bf16 bits (nearest even, NaN to the
+// quiet NaN) into consecutive rows of dst: the bf16 KV cache's writes (dtype.ts roundRowsToBf16).
+void round_rows_to_bf16_bits(const float* src, size_t srcStride, size_t rows, size_t cols, uint16_t* dst);
 
 struct AttentionArgs {
   const float* q;  // [seqQ][numHeads * headDim]

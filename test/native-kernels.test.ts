@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadNativeKernels, nativeLoadError, type NativeIsa, type NativeKernels } from "../src/backend/native-kernels.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
-import { f32ToBf16, bf16ToF32, f16ToF32 } from "../src/backend/dtype.js";
+import { f32ToBf16, bf16ToF32, f16ToF32, roundRowsToBf16 } from "../src/backend/dtype.js";
 import type { AttentionParams, Kernels } from "../src/backend/kernels.js";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
@@ -379,6 +379,27 @@ if (!native) {
     assert.throws(() => native.attention({ ...p, k: new Uint16Array(p.k.length) }), /same element type/);
     assert.throws(() => native.attention({ ...p, kvRowStride: p.headDim, kvHeadStride: 1000 * p.headDim }), /k has/);
     assert.equal(native.setIsa("nonsense" as NativeIsa), false);
+  });
+
+  // The bf16 KV cache's writes: the same bits as the reference, for strided rows, ties, NaN,
+  // infinities, subnormals and values that round up into the next binade or to infinity.
+  test("roundRowsToBf16: the same bits as the reference", () => {
+    const cols = 64;
+    const stride = 5 * cols;
+    const rows = 37;
+    const src = randomArray(rows * stride + 3, 11, 40);
+    const special = [NaN, -NaN, Infinity, -Infinity, 0, -0, 3.4e38, -3.4e38, 3.3961e38, 1e-40, -1e-40, 1.0039062, 1.0117188, -1.0039062, 255.5, 1.5e-45];
+    special.forEach((v, i) => (src[3 + cols + i] = v));
+    for (const [from, r, c] of [[3, rows, cols], [3 + 2 * cols, rows - 1, cols], [0, 1, 7], [5, 4, 1], [0, 0, 64]] as const) {
+      const want = new Uint16Array(r * c + 9);
+      const got = new Uint16Array(r * c + 9);
+      roundRowsToBf16(src, from, stride, r, c, want, 9);
+      native.roundRowsToBf16!(src, from, stride, r, c, got, 9);
+      assert.deepEqual(got, want, `from ${from}, ${r} x ${c}`);
+    }
+    assert.throws(() => native.roundRowsToBf16!(src, 0, stride, rows + 1, cols, new Uint16Array((rows + 1) * cols), 0), /src has/);
+    assert.throws(() => native.roundRowsToBf16!(src, 0, stride, 2, cols, new Uint16Array(2 * cols - 1), 0), /dst has/);
+    assert.throws(() => native.roundRowsToBf16!(src, 0, 8, 2, cols, new Uint16Array(2 * cols), 0), /srcStride/);
   });
 
   // The image resize's passes: byte for byte the TypeScript reference's, up and down, odd sizes,

@@ -97,7 +97,16 @@ export interface Kernels {
   gelu(x: Float32Array, approximate: boolean): void;
   /** a += b, elementwise. */
   addInPlace(a: Float32Array, b: Float32Array): void;
+  /**
+   * The bf16 KV cache's writes: rows of a strided float32 source rounded to bf16 into consecutive
+   * rows of dst, as dtype.ts roundRowsToBf16 (the reference) does them. Optional: without it the
+   * cache uses the reference.
+   */
+  readonly roundRowsToBf16?: RoundRowsToBf16;
 }
+
+/** dst[at + r * cols + c] = bf16(src[from + r * srcStride + c]) for r < rows, c < cols. */
+export type RoundRowsToBf16 = (src: Float32Array, from: number, srcStride: number, rows: number, cols: number, dst: Uint16Array, at: number) => void;
 
 /** `out` checked to hold exactly `length` values, or a new array when there is none. */
 export function outputArray(out: Float32Array | undefined, length: number, fn: string): Float32Array {

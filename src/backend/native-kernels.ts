@@ -37,6 +37,7 @@ interface NativeAddon {
   siluMul(gate: Float32Array, up: Float32Array, y: Float32Array): void;
   gelu(x: Float32Array, approximate: boolean): void;
   addInPlace(a: Float32Array, b: Float32Array): void;
+  roundRowsToBf16(src: Float32Array, from: number, srcStride: number, rows: number, cols: number, dst: Uint16Array, at: number): void;
   resampleHorizontal(src: Uint8Array, inWidth: number, y0: number, y1: number, outWidth: number, bounds: Int32Array, kk: Int32Array, ksize: number, precision: number, out: Uint8Array): void;
   resampleVertical(src: Uint8Array, width: number, outHeight: number, bounds: Int32Array, kk: Int32Array, ksize: number, precision: number, shift: number, out: Uint8Array): void;
   info(): NativeInfo;
@@ -317,6 +318,7 @@ export function loadNativeKernels(): NativeKernels | null {
     },
     gelu: (x, approximate) => a.gelu(x, approximate),
     addInPlace: (x, b) => a.addInPlace(x, b),
+    roundRowsToBf16: (src, from, srcStride, rows, cols, dst, at) => a.roundRowsToBf16(src, from, srcStride, rows, cols, dst, at),
     resample: {
       horizontal: (src, inWidth, y0, y1, outWidth, c, out) => a.resampleHorizontal(src, inWidth, y0, y1, outWidth, c.bounds, c.kk, c.ksize, c.precision, out),
       vertical: (src, width, outHeight, c, shift, out) => a.resampleVertical(src, width, outHeight, c.bounds, c.kk, c.ksize, c.precision, shift, out),

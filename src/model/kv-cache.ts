@@ -6,6 +6,7 @@
  * token; keys and values are rounded to nearest even as they are written, as PyTorch's bf16 cache).
  */
 import { roundRowsToBf16 } from "../backend/dtype.js";
+import type { RoundRowsToBf16 } from "../backend/kernels.js";
 
 export type KVDType = "F32" | "BF16";
 
@@ -30,7 +31,11 @@ export class KVCache {
   /** Positions stored (equal for every layer once a forward pass completes). */
   length = 0;
 
-  constructor(numLayers: number, numKvHeads: number, headDim: number, initialCapacity = 256, dtype: KVDType = "F32") {
+  /** How bf16 writes round: the reference, or a backend's same arithmetic (Kernels.roundRowsToBf16). */
+  private readonly round: RoundRowsToBf16;
+
+  constructor(numLayers: number, numKvHeads: number, headDim: number, initialCapacity = 256, dtype: KVDType = "F32", round: RoundRowsToBf16 = roundRowsToBf16) {
+    this.round = round;
     this.numLayers = numLayers;
     this.numKvHeads = numKvHeads;
     this.headDim = headDim;
@@ -78,7 +83,7 @@ export class KVCache {
     for (let h = 0; h < this.numKvHeads; h++) {
       const at = (h * this.capacity + start) * D;
       if (dst instanceof Uint16Array) {
-        roundRowsToBf16(src, h * D, this.rowSize, rows, D, dst, at);
+        this.round(src, h * D, this.rowSize, rows, D, dst, at);
       } else {
         for (let r = 0; r < rows; r++) {
           let i = r * this.rowSize + h * D;

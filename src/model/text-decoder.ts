@@ -115,7 +115,7 @@ export class TextDecoder {
 
   /** An empty cache; `capacity` positions are allocated up front (it grows beyond if needed). */
   newCache(capacity = 256): KVCache {
-    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, Math.max(1, capacity), this.kvDtype);
+    return new KVCache(this.config.numLayers, this.config.numKvHeads, this.config.headDim, Math.max(1, capacity), this.kvDtype, this.kernels.roundRowsToBf16);
   }
 
   /** Embedding rows for the given token ids: [ids.length, hidden]. */
