@@ -65,6 +65,7 @@ struct S {
   static inline float hsum(V v) { return H::hsum(H::add(v.lo, v.hi)); }
   static inline float hmax(V v) { return H::hmax(H::max(v.lo, v.hi)); }
   static inline V exp(V x) { return {H::exp(x.lo), H::exp(x.hi)}; }
+  static inline V exp_nonpositive(V x) { return {H::exp_nonpositive(x.lo), H::exp_nonpositive(x.hi)}; }
 };
 #include "microkernel.inc"
 #include "matmul_impl.inc"
