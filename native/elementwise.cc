@@ -1,7 +1,5 @@
 // rmsNorm, layerNorm, rope, siluMul, gelu, addInPlace: per-ISA bodies (elementwise_impl.inc) and
 // the split of large calls over the thread pool.
-#include <cstring>
-
 #include "cpu.h"
 #include "kernels.h"
 #include "simd.h"
@@ -159,13 +157,7 @@ void round_rows_to_bf16_bits(const float* src, size_t srcStride, size_t rows, si
   for (size_t r = 0; r < rows; r++) {
     const float* x = src + r * srcStride;
     uint16_t* y = dst + r * cols;
-    // Branch-free so that the compiler vectorizes it: nearest even, NaN to the quiet NaN.
-    for (size_t c = 0; c < cols; c++) {
-      uint32_t u;
-      std::memcpy(&u, &x[c], 4);
-      const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-      y[c] = static_cast<uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
-    }
+    for (size_t c = 0; c < cols; c++) y[c] = f32_to_bf16(x[c]);
   }
 }
 

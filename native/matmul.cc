@@ -266,17 +266,10 @@ void linear_f32(Isa isa, const float* x, size_t M, const void* w, int dt, size_t
   }
 }
 
-// x rounded to bf16 precision (as f32_to_bf16 then back: nearest even, NaN to the quiet NaN), in
-// branch-free form so that the compiler vectorizes it, and split over the pool for image-sized
-// inputs (bench/micro.ts bf16-round measures what the rounding costs).
+// x rounded to bf16 precision (f32_to_bf16 then back: nearest even, NaN to the quiet NaN), split
+// over the pool for image-sized inputs (bench/micro.ts bf16-round measures what the rounding costs).
 void round_rows_to_bf16(const float* x, size_t n, float* out) {
-  for (size_t i = 0; i < n; i++) {
-    uint32_t u;
-    std::memcpy(&u, &x[i], 4);
-    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    const uint32_t v = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u : r;
-    std::memcpy(&out[i], &v, 4);
-  }
+  for (size_t i = 0; i < n; i++) out[i] = bf16_to_f32(f32_to_bf16(x[i]));
 }
 
 void round_to_bf16(const float* x, size_t n, float* out) {

@@ -96,11 +96,12 @@ inline uint32_t f32_to_bits(float f) {
 
 inline float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
 
-// Round to nearest even, as PyTorch's .to(torch.bfloat16); NaN stays NaN.
+// Round to nearest even, as PyTorch's .to(torch.bfloat16); NaN becomes the quiet NaN. A select,
+// not a branch, so that loops over it vectorize (the KV cache's and bf16 mode's rounding).
 inline uint16_t f32_to_bf16(float f) {
   const uint32_t x = f32_to_bits(f);
-  if ((x & 0x7f800000u) == 0x7f800000u && (x & 0x7fffffu) != 0) return 0x7fc0;
-  return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+  const uint32_t rounded = (x + 0x7fffu + ((x >> 16) & 1u)) >> 16;
+  return static_cast<uint16_t>((x & 0x7fffffffu) > 0x7f800000u ? 0x7fc0u : rounded);
 }
 
 // IEEE half -> float, exact (subnormals, infinities and NaN included).
