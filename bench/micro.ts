@@ -17,6 +17,9 @@
  *                                         caches (from memory), and over one layer's cache 32 times
  *                                         (cache-resident). To compare two builds of the addon, run
  *                                         it with SMOLVLM_NATIVE_PATH pointing at each, in turn.
+ *   node dist/bench/micro.js kv-round     the bf16 KV cache's rounding, dtype.ts's TypeScript against the
+ *                                         addon's: one 1139-token prefill's 64 layer-writes (5 heads
+ *                                         of 64) and one decode step's 320 writes
  *   node dist/bench/micro.js bandwidth-noise
  *                                         how far the two rates of the decode goal move apart: nine
  *                                         times in a row, the read bandwidth for 0.3 s, then the best
@@ -25,7 +28,8 @@
  */
 import { parseArgs } from "node:util";
 import { loadNativeKernels } from "../src/backend/native-kernels.js";
-import type { LinearWeight } from "../src/backend/kernels.js";
+import type { LinearWeight, RoundRowsToBf16 } from "../src/backend/kernels.js";
+import { roundRowsToBf16 } from "../src/backend/dtype.js";
 import { quantizeWeight } from "../src/quant/quantize.js";
 import type { Tensor } from "../src/io/safetensors.js";
 
@@ -119,6 +123,20 @@ function decodeAttention(): void {
   }
 }
 
+function kvRound(): void {
+  const [D, heads, rows] = [64, 5, 1139];
+  const rowSize = heads * D;
+  const src = input(rows * rowSize);
+  const dst = new Uint16Array(rows * rowSize);
+  const writes = (round: RoundRowsToBf16, n: number) => () => {
+    for (let l = 0; l < 64; l++) for (let h = 0; h < heads; h++) round(src, h * D, rowSize, n, D, dst, h * n * D);
+  };
+  const [tsPrefill, nativePrefill] = alternate([writes(roundRowsToBf16, rows), writes(k.roundRowsToBf16!, rows)], 1, 15);
+  const [tsStep, nativeStep] = alternate([writes(roundRowsToBf16, 1), writes(k.roundRowsToBf16!, 1)], 200, 15);
+  console.log(`KV rounding, a ${rows}-token prefill: TypeScript ${tsPrefill!.toFixed(1)} ms, addon ${nativePrefill!.toFixed(1)} ms`);
+  console.log(`KV rounding, one decode step: TypeScript ${(tsStep! * 1000).toFixed(0)} us, addon ${(nativeStep! * 1000).toFixed(0)} us`);
+}
+
 function bandwidthNoise(): void {
   const rows = 393216;
   const w = bf16Weight(rows, 960);
@@ -146,6 +164,7 @@ const modes: Record<string, () => void> = {
   "bf16-round": bf16Round,
   "kv-layout": kvLayout,
   "decode-attention": decodeAttention,
+  "kv-round": kvRound,
   "bandwidth-noise": bandwidthNoise,
 };
 const run = modes[positionals[0] ?? ""];
