@@ -6,7 +6,10 @@
  * all the weights for each build and B's rate relative to A's.
  *
  *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]
- *        [--weights text|vision] [--model /tmp/smolvlm-500m-shaped]
+ *        [--weights text|vision] [--model /tmp/smolvlm-500m-shaped] [--mode f32|bf16]
+ *
+ * `--mode bf16` runs bf16 weights in bf16 mode (vdpbf16ps where the CPU has it) instead of the
+ * default f32 mode (weights widened to float32).
  *
  * `--weights vision` takes the vision encoder's linears instead (with `--rows 1024`: one tile's
  * worth of them, the many-row path).
@@ -30,6 +33,7 @@ const { values: v, positionals } = parseArgs({
     dtype: { type: "string", default: "bf16" },
     passes: { type: "string", default: "31" },
     weights: { type: "string", default: "text" },
+    mode: { type: "string", default: "f32" },
   },
 });
 if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]");
@@ -71,13 +75,16 @@ const weights: (Tensor | QuantizedTensor | PackedQ4Tensor)[] = names.map((n) => 
 });
 const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? quantizedBytes(w) : w.data.byteLength), 0);
 
+if (v.mode !== "f32" && v.mode !== "bf16") throw new Error(`--mode: f32 or bf16, not ${v.mode}`);
+const linearMode = v.mode === "bf16" ? 1 : 0;
+
 function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): number {
   const t0 = performance.now();
   weights.forEach((w, i) => {
     const [outDim, inDim] = w.shape as [number, number];
     if (isPackedQ4(w)) a.linearQuant(x, rows, inDim, Q4X4_SCHEME, w.data, null, null, outDim, null, ys[i]!);
     else if (isQuantized(w)) a.linearQuant(x, rows, inDim, scheme, w.data, w.scales, w.mins, outDim, null, ys[i]!);
-    else a.linear(x, rows, w.data as Uint16Array, 1, outDim, inDim, null, ys[i]!, 0);
+    else a.linear(x, rows, w.data as Uint16Array, 1, outDim, inDim, null, ys[i]!, linearMode);
   });
   return performance.now() - t0;
 }

@@ -6,10 +6,12 @@
  *        [--sections limits,vision,cli,load,turns,server] [--json out.json]
  *
  * Sections (each reports medians and min-max of --runs runs, with the 1-minute load average):
- *   limits  float32 FMA peak (all pool threads, the ISA in use) and streaming read bandwidth;
+ *   limits  float32 FMA peak (all pool threads, the ISA in use), the bf16 and int8 dot-product
+ *           peaks where the CPU has them, and streaming read bandwidth;
  *           measured again at the end of the run, and the median of all measurements is used.
  *   vision  vision encoder + connector throughput (GFLOP/s, FLOPs counted below) for 1 tile and for
- *           17 tiles (square.jpg at defaults), in f32 and bf16 modes, in this process (library).
+ *           17 tiles (square.jpg at defaults), in each of --modes, in this process (library),
+ *           against the FMA peak and the peak of the mode's own product (vdpbf16ps, int8).
  *   cli     the CLI as a user runs it, under /usr/bin/time: a 640x480 photo (13 tiles) and a
  *           512x512 one with --image-size 512, 128 tokens ignoring EOS, bf16 and f32 modes:
  *           time to first token, decode tokens/s against the bandwidth bound, peak RSS.
@@ -92,7 +94,8 @@ function measureLimits(limits: Limits, reps: number): void {
     limits.bandwidth.push(native.measureBandwidth(1 << 30, 2));
     const p = limits.peak[limits.peak.length - 1]!;
     const b = limits.bandwidth[limits.bandwidth.length - 1]!;
-    log(`peak ${p.gflops.toFixed(1)} GFLOP/s (${p.isa}, ${p.threads} threads; one thread ${p.gflopsOneThread.toFixed(1)}), bandwidth ${b.gbps.toFixed(1)} GB/s (best pass ${b.bestGbps.toFixed(1)})`);
+    const dots = [p.bf16Gflops ? `, ${p.bf16Instruction} ${p.bf16Gflops.toFixed(1)} GFLOP/s` : "", p.int8Gops ? `, ${p.int8Instruction} ${p.int8Gops.toFixed(1)} GOP/s` : ""].join("");
+    log(`peak ${p.gflops.toFixed(1)} GFLOP/s (${p.isa}, ${p.threads} threads; one thread ${p.gflopsOneThread.toFixed(1)})${dots}, bandwidth ${b.gbps.toFixed(1)} GB/s (best pass ${b.bestGbps.toFixed(1)})`);
   }
 }
 
@@ -124,11 +127,11 @@ interface VisionRow {
   gflops: Stat;
 }
 
-async function visionSection(model: string, runs: number): Promise<{ rows: VisionRow[]; flopsPerTile: number; parts: Record<string, number> }> {
+async function visionSection(model: string, runs: number, modes: DTypeMode[]): Promise<{ rows: VisionRow[]; flopsPerTile: number; parts: Record<string, number> }> {
   const rows: VisionRow[] = [];
   let flopsPerTile = 0;
   let parts: Record<string, number> = {};
-  for (const mode of ["f32", "bf16"] as DTypeMode[]) {
+  for (const mode of modes) {
     const vlm = await SmolVLM.load(model, { dtype: mode });
     const f = visionFlopsPerTile(vlm);
     flopsPerTile = f.total;
@@ -350,7 +353,7 @@ async function main(): Promise<void> {
   if (sections.has("limits") || sections.has("vision") || sections.has("cli")) measureLimits(limits, 2);
 
   if (sections.has("vision")) {
-    const v = await visionSection(model, runs);
+    const v = await visionSection(model, runs, modes);
     report.vision = v;
     measureLimits(limits, 1);
   }
@@ -382,12 +385,28 @@ async function main(): Promise<void> {
   const bw = stat(limits.bandwidth.map((b) => b.gbps));
   const lines: string[] = [];
   if (limits.peak.length) {
-    lines.push(`Machine limits (measured ${limits.peak.length}x in this run): FMA peak ${cell(peak)} GFLOP/s on ${limits.peak[0]!.threads} threads (${limits.peak[0]!.isa}; one thread ${cell(stat(limits.peak.map((p) => p.gflopsOneThread)))}); read bandwidth ${cell(bw)} GB/s (best pass ${cell(stat(limits.bandwidth.map((b) => b.bestGbps)))}).`, "");
+    const p0 = limits.peak[0]!;
+    const dots = [
+      p0.bf16Gflops ? `; ${p0.bf16Instruction} ${cell(stat(limits.peak.map((p) => p.bf16Gflops ?? 0)))} GFLOP/s` : "",
+      p0.int8Gops ? `; ${p0.int8Instruction} ${cell(stat(limits.peak.map((p) => p.int8Gops ?? 0)))} GOP/s` : "",
+    ].join("");
+    lines.push(`Machine limits (measured ${limits.peak.length}x in this run): FMA peak ${cell(peak)} GFLOP/s on ${p0.threads} threads (${p0.isa}; one thread ${cell(stat(limits.peak.map((p) => p.gflopsOneThread)))})${dots}; read bandwidth ${cell(bw)} GB/s (best pass ${cell(stat(limits.bandwidth.map((b) => b.bestGbps)))}).`, "");
   }
   if (report.vision) {
     const v = report.vision as Awaited<ReturnType<typeof visionSection>>;
-    lines.push(`Vision encoder + connector, ${fmt(v.flopsPerTile / 1e9, 1)} GFLOP per tile:`, "", "| mode | tiles | seconds | GFLOP/s | % of FMA peak (median) |", "| --- | --- | --- | --- | --- |");
-    for (const r of v.rows) lines.push(`| ${r.mode} | ${r.tiles} | ${cell(r.seconds, 2)} | ${cell(r.gflops)} | ${fmt((100 * r.gflops.median) / peak.median, 0)}% |`);
+    // Each mode against the peak of the instruction its linears run on (attention is float32 FMA
+    // work in every mode): f32 the FMA peak, bf16 vdpbf16ps where present, q8/q4 the int8 product.
+    const modePeak = (mode: DTypeMode): { value: number; name: string } => {
+      const p0 = limits.peak[0]!;
+      if (mode === "bf16" && p0.bf16Gflops) return { value: stat(limits.peak.map((p) => p.bf16Gflops ?? 0)).median, name: p0.bf16Instruction ?? "bf16" };
+      if ((mode === "q8" || mode === "q4") && p0.int8Gops) return { value: stat(limits.peak.map((p) => p.int8Gops ?? 0)).median, name: p0.int8Instruction ?? "int8" };
+      return { value: peak.median, name: "FMA" };
+    };
+    lines.push(`Vision encoder + connector, ${fmt(v.flopsPerTile / 1e9, 1)} GFLOP per tile:`, "", "| mode | tiles | seconds | GFLOP/s | % of FMA peak (median) | % of the mode's peak |", "| --- | --- | --- | --- | --- | --- |");
+    for (const r of v.rows) {
+      const mp = modePeak(r.mode);
+      lines.push(`| ${r.mode} | ${r.tiles} | ${cell(r.seconds, 2)} | ${cell(r.gflops)} | ${fmt((100 * r.gflops.median) / peak.median, 0)}% | ${fmt((100 * r.gflops.median) / mp.value, 0)}% of ${mp.name} (${fmt(mp.value)}) |`);
+    }
     lines.push("");
   }
   if (report.cli) {

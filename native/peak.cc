@@ -34,6 +34,14 @@ struct PeakImpl {
   int accumulators;  // independent FMA chains
 };
 
+// A peak loop of another kind of multiply-add (bf16 pairs, int8 quads): `loop` runs `iters`
+// iterations of `ops_per_iter` operations (a multiply-add counts 2) on independent chains.
+struct DotPeak {
+  float (*loop)(size_t iters, float seed);
+  double ops_per_iter;
+  const char* instruction;
+};
+
 #define SMOLVLM_PEAK_BODY 1
 #ifdef SMOLVLM_X86
 SMOLVLM_BEGIN_AVX512
@@ -82,6 +90,81 @@ PeakImpl peak_impl() { return {fma_loop, read_sum, S::W, kAcc}; }
 }  // namespace scalar
 #undef SMOLVLM_PEAK_BODY
 
+#ifdef SMOLVLM_X86
+// The products bf16 mode and the quantized GEMMs are built on, each on 24 (zmm) or 12 (ymm)
+// independent chains, fully unrolled. The operands are constants kept in registers: the loops
+// measure the execution units, as fma_loop does.
+#if defined(__GNUC__) || defined(__clang__)
+#define SMOLVLM_UNROLL_ALL _Pragma("GCC unroll 32")
+#else
+#define SMOLVLM_UNROLL_ALL
+#endif
+
+SMOLVLM_BEGIN_AVX512BF16
+namespace avx512bf16 {
+// vdpbf16ps zmm: 16 lanes x 2 bf16 products each = 64 flops per instruction.
+float dp_loop(size_t iters, float seed) {
+  constexpr int kAcc = 24;
+  __m512 acc[kAcc];
+  for (int i = 0; i < kAcc; i++) acc[i] = _mm512_set1_ps(seed + 0.01f * static_cast<float>(i));
+  const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+  const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.5f));
+  for (size_t it = 0; it < iters; it++) {
+    SMOLVLM_UNROLL_ALL
+    for (int i = 0; i < kAcc; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+  }
+  __m512 s = acc[0];
+  for (int i = 1; i < kAcc; i++) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+DotPeak peak() { return {dp_loop, 24.0 * 64.0, "vdpbf16ps zmm"}; }
+}  // namespace avx512bf16
+SMOLVLM_END_TARGET
+
+SMOLVLM_BEGIN_AVX512
+namespace avx512bw {
+// vpmaddubsw zmm then vpaddw, as the zmm int8 GEMM sums a Q4_1 block (quant_gemm_zmm.inc): 64
+// byte pairs into 32 int16 sums, 128 ops per pair of instructions.
+float dp_loop(size_t iters, float seed) {
+  constexpr int kAcc = 24;
+  __m512i acc[kAcc];
+  for (int i = 0; i < kAcc; i++) acc[i] = _mm512_set1_epi16(static_cast<short>(static_cast<int>(seed) + i));
+  const __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(-1);  // wraps harmlessly
+  for (size_t it = 0; it < iters; it++) {
+    SMOLVLM_UNROLL_ALL
+    for (int i = 0; i < kAcc; i++) acc[i] = _mm512_add_epi16(acc[i], _mm512_maddubs_epi16(a, b));
+  }
+  __m512i s = acc[0];
+  for (int i = 1; i < kAcc; i++) s = _mm512_add_epi16(s, acc[i]);
+  return static_cast<float>(static_cast<int16_t>(_mm_extract_epi16(_mm512_castsi512_si128(s), 0)));
+}
+DotPeak peak() { return {dp_loop, 24.0 * 128.0, "vpmaddubsw zmm"}; }
+}  // namespace avx512bw
+SMOLVLM_END_TARGET
+
+SMOLVLM_BEGIN_AVX2
+namespace avx2 {
+// vpmaddubsw ymm then vpaddw: 32 byte pairs into 16 int16 sums, as the AVX2 int8 GEMM sums a
+// block: 64 ops per pair of instructions.
+float dp_loop(size_t iters, float seed) {
+  constexpr int kAcc = 12;
+  __m256i acc[kAcc];
+  for (int i = 0; i < kAcc; i++) acc[i] = _mm256_set1_epi16(static_cast<short>(static_cast<int>(seed) + i));
+  const __m256i a = _mm256_set1_epi8(1), b = _mm256_set1_epi8(-1);  // wraps harmlessly
+  for (size_t it = 0; it < iters; it++) {
+    SMOLVLM_UNROLL_ALL
+    for (int i = 0; i < kAcc; i++) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(a, b));
+  }
+  __m256i s = acc[0];
+  for (int i = 1; i < kAcc; i++) s = _mm256_add_epi16(s, acc[i]);
+  return static_cast<float>(_mm256_extract_epi16(s, 0));
+}
+DotPeak peak() { return {dp_loop, 12.0 * 64.0, "vpmaddubsw ymm"}; }
+}  // namespace avx2
+SMOLVLM_END_TARGET
+#undef SMOLVLM_UNROLL_ALL
+#endif
+
 namespace {
 
 PeakImpl current_impl() {
@@ -107,31 +190,60 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 
 volatile float g_sink = 0;
 
-struct FlopsJob {
-  PeakImpl impl;
-  size_t iters;
-  std::vector<float> sums;  // one per task
-};
-
-// Rate of one thread, GFLOP/s, over about `seconds`.
-double one_thread_gflops(const PeakImpl& impl, double seconds, size_t* iters_per_20ms) {
+// Rate of one thread, G op/s, over about `seconds`.
+double one_thread_rate(const DotPeak& impl, double seconds, size_t* iters_per_20ms) {
   size_t iters = 1 << 12;
   double t = 0;
   for (;;) {  // grow until one call takes at least 2 ms
     const auto t0 = Clock::now();
-    g_sink = g_sink + impl.fma_loop(iters, 1.0f);
+    g_sink = g_sink + impl.loop(iters, 1.0f);
     t = seconds_since(t0);
     if (t >= 2e-3 || iters >= (size_t(1) << 34)) break;
     iters *= 4;
   }
-  const double flops_per_iter = 2.0 * impl.width * impl.accumulators;
-  const double rate = iters * flops_per_iter / t;  // flop/s
-  *iters_per_20ms = std::max<size_t>(1, static_cast<size_t>(rate * 0.02 / flops_per_iter));
+  const double rate = iters * impl.ops_per_iter / t;  // op/s
+  *iters_per_20ms = std::max<size_t>(1, static_cast<size_t>(rate * 0.02 / impl.ops_per_iter));
   // Measure for the requested time.
-  const size_t n = std::max<size_t>(1, static_cast<size_t>(rate * seconds / flops_per_iter));
+  const size_t n = std::max<size_t>(1, static_cast<size_t>(rate * seconds / impl.ops_per_iter));
   const auto t0 = Clock::now();
-  g_sink = g_sink + impl.fma_loop(n, 1.0f);
-  return n * flops_per_iter / seconds_since(t0) / 1e9;
+  g_sink = g_sink + impl.loop(n, 1.0f);
+  return n * impl.ops_per_iter / seconds_since(t0) / 1e9;
+}
+
+struct Rates {
+  double all, one;  // G op/s on every pool thread, and on one
+};
+
+// The loop on every pool thread in tasks of about 20 ms each, handed out dynamically.
+Rates measure_rates(const DotPeak& impl, double seconds) {
+  const int threads = pool_threads();
+  size_t iters20 = 0;
+  const double one = one_thread_rate(impl, std::min(0.25, seconds / 4), &iters20);
+  const size_t tasks = std::max<size_t>(threads, static_cast<size_t>(std::ceil(seconds / 0.02)) * threads);
+  std::vector<float> sums(tasks, 0.0f);
+  auto body = [&](size_t i) { sums[i] = impl.loop(iters20, 1.0f + 1e-3f * static_cast<float>(i % 7)); };
+  const auto t0 = Clock::now();
+  parallel_for_each(tasks, body);
+  const double t = seconds_since(t0);
+  float s = 0;
+  for (float v : sums) s += v;
+  g_sink = g_sink + s;
+  return {static_cast<double>(tasks) * iters20 * impl.ops_per_iter / t / 1e9, one};
+}
+
+// The bf16 and int8 products this CPU's GEMMs use at the current ISA level (null loop: none).
+DotPeak bf16_peak() {
+#ifdef SMOLVLM_X86
+  if (current_isa() == Isa::Avx512 && cpu_features().avx512bf16) return avx512bf16::peak();
+#endif
+  return {nullptr, 0, ""};
+}
+DotPeak int8_peak() {
+#ifdef SMOLVLM_X86
+  if (current_isa() == Isa::Avx512) return avx512bw::peak();
+  if (current_isa() == Isa::Avx2) return avx2::peak();
+#endif
+  return {nullptr, 0, ""};
 }
 
 napi_value set_number(napi_env env, napi_value o, const char* name, double v) {
@@ -159,38 +271,42 @@ bool read_args(napi_env env, napi_callback_info info, size_t want, double* out, 
 
 }  // namespace
 
-// measurePeakFlops(seconds): FMA-bound loop on every pool thread, for the ISA in use.
+// measurePeakFlops(seconds): FMA-bound loop on every pool thread, for the ISA in use; then, where
+// this CPU has them at that ISA, the bf16 dot product (vdpbf16ps) and the int8 one the quantized
+// GEMM uses (vpmaddubsw on zmm or ymm), each for the same time: bf16Gflops / int8Gops (and
+// their one-thread rates and instruction names), absent where the CPU has no such instruction.
 napi_value MeasurePeakFlops(napi_env env, napi_callback_info info) {
   double seconds = 1;
   if (!read_args(env, info, 1, &seconds, "measurePeakFlops")) return nullptr;
   seconds = std::min(seconds, 60.0);
   const PeakImpl impl = current_impl();
-  const int threads = pool_threads();
-  size_t iters20 = 0;
-  const double one = one_thread_gflops(impl, std::min(0.25, seconds / 4), &iters20);
-  // Tasks of about 20 ms each (at the one-thread rate), handed out dynamically to the threads.
-  FlopsJob job{impl, iters20, {}};
-  const size_t tasks = std::max<size_t>(threads, static_cast<size_t>(std::ceil(seconds / 0.02)) * threads);
-  job.sums.assign(tasks, 0.0f);
-  auto body = [&job](size_t i) { job.sums[i] = job.impl.fma_loop(job.iters, 1.0f + 1e-3f * static_cast<float>(i % 7)); };
-  const auto t0 = Clock::now();
-  parallel_for_each(tasks, body);
-  const double t = seconds_since(t0);
-  float s = 0;
-  for (float v : job.sums) s += v;
-  g_sink = g_sink + s;
-  const double flops = static_cast<double>(tasks) * job.iters * 2.0 * impl.width * impl.accumulators;
+  const DotPeak fma{impl.fma_loop, 2.0 * impl.width * impl.accumulators, ""};
+  const Rates f = measure_rates(fma, seconds);
 
   napi_value o, isa;
   napi_create_object(env, &o);
-  set_number(env, o, "gflops", flops / t / 1e9);
-  set_number(env, o, "gflopsOneThread", one);
-  set_number(env, o, "threads", threads);
+  set_number(env, o, "gflops", f.all);
+  set_number(env, o, "gflopsOneThread", f.one);
+  set_number(env, o, "threads", pool_threads());
   napi_create_string_utf8(env, isa_name(current_isa()), NAPI_AUTO_LENGTH, &isa);
   napi_set_named_property(env, o, "isa", isa);
   set_number(env, o, "vectorWidth", impl.width);
   set_number(env, o, "accumulators", impl.accumulators);
-  set_number(env, o, "seconds", t);
+  const struct {
+    DotPeak impl;
+    const char *all, *one, *name;
+  } dots[] = {{bf16_peak(), "bf16Gflops", "bf16GflopsOneThread", "bf16Instruction"},
+              {int8_peak(), "int8Gops", "int8GopsOneThread", "int8Instruction"}};
+  for (const auto& d : dots) {
+    if (!d.impl.loop) continue;
+    const Rates r = measure_rates(d.impl, seconds);
+    set_number(env, o, d.all, r.all);
+    set_number(env, o, d.one, r.one);
+    napi_value name;
+    napi_create_string_utf8(env, d.impl.instruction, NAPI_AUTO_LENGTH, &name);
+    napi_set_named_property(env, o, d.name, name);
+  }
+  set_number(env, o, "seconds", seconds);
   return o;
 }
 
@@ -251,7 +367,11 @@ float fma_loop(size_t iters, float seed) {
   for (int i = 0; i < kAcc; i++) acc[i] = S::set1(seed + 0.01f * static_cast<float>(i));
   const S::V a = S::set1(0.999f), b = S::set1(1e-3f);  // converges to 1: no overflow, no denormals
   for (size_t it = 0; it < iters; it++) {
-    SMOLVLM_UNROLL
+    // Fully unrolled (AVX-512 has 24 chains, more than SMOLVLM_UNROLL's 16): otherwise the
+    // chains live on the stack and the loop measures store forwarding, not the FMA units.
+#if defined(__GNUC__) || defined(__clang__)
+#pragma GCC unroll 32
+#endif
     for (int i = 0; i < kAcc; i++) acc[i] = S::fmadd(acc[i], a, b);
   }
   S::V s = acc[0];

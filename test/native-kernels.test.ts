@@ -119,6 +119,20 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     assert.ok(native.info().threads >= 1);
   });
 
+  test("measurePeakFlops: the FMA peak, and the bf16 and int8 products where this ISA has them", () => {
+    const p = native.measurePeakFlops(0.02);
+    assert.equal(p.isa, isa);
+    assert.ok(p.gflops > 0 && p.gflopsOneThread > 0, "FMA rates");
+    const info = native.info();
+    // bf16 mode's vdpbf16ps peak exactly where bf16 mode runs on it.
+    assert.equal(p.bf16Gflops !== undefined, info.bf16Native, "bf16 peak present iff bf16 mode is native");
+    if (p.bf16Gflops !== undefined) assert.ok(p.bf16Gflops > 0 && p.bf16Instruction === "vdpbf16ps zmm");
+    // The int8 GEMM's product on x86 (zmm at the avx512 level, ymm at avx2); none elsewhere.
+    const int8 = { avx512: "vpmaddubsw zmm", avx2: "vpmaddubsw ymm" } as Record<string, string>;
+    assert.equal(p.int8Instruction, int8[isa]);
+    if (int8[isa]) assert.ok(p.int8Gops! > 0);
+  });
+
   for (const dtype of ["F32", "BF16", "F16"] as const) {
     test(`linear, ${dtype} weights, odd shapes, with and without bias`, () => {
       for (const [rows, inDim, outDim] of LINEAR_SHAPES) {

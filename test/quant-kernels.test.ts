@@ -126,7 +126,9 @@ describe("native quantization", { skip }, () => {
 });
 
 // rows 1..16 take the few-row integer path, 17 and more the many-row path (x86: the integer GEMM,
-// whose tiles are 4 rows by 16 outputs; other CPUs: the expanded-code float GEMM).
+// whose tiles are 4 rows by 16 outputs on ymm and up to 6 rows by 32 outputs on zmm, in blocks of
+// 64 rows; other CPUs: the expanded-code float GEMM). The many-row shapes give the zmm kernel every
+// row remainder 1..5 and odd, partial and whole last panels.
 const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [1, 32, 1],
   [1, 64, 7],
@@ -144,6 +146,8 @@ const SHAPES: [rows: number, inDim: number, outDim: number][] = [
   [9, 96, 17],
   [16, 64, 20],
   [17, 288, 130],
+  [21, 64, 48],
+  [40, 96, 32],
   [65, 160, 7],
   [130, 768, 300],
 ];

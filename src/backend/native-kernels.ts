@@ -48,7 +48,8 @@ interface NativeAddon {
   measureBandwidth(bytes: number, seconds: number): Bandwidth;
 }
 
-/** measurePeakFlops(): a float32 FMA-bound loop on every pool thread, at the ISA in use. */
+/** measurePeakFlops(): a float32 FMA-bound loop on every pool thread, at the ISA in use, then the
+ * bf16 and int8 dot products where the CPU has them. */
 export interface PeakFlops {
   /** GFLOP/s (an FMA counts as 2) on all `threads` together. */
   gflops: number;
@@ -60,6 +61,15 @@ export interface PeakFlops {
   vectorWidth: number;
   /** Independent FMA chains per thread. */
   accumulators: number;
+  /** bf16 dot-product peak (vdpbf16ps, 2 flops per product), where the CPU has it at this ISA. */
+  bf16Gflops?: number;
+  bf16GflopsOneThread?: number;
+  bf16Instruction?: string;
+  /** The int8 GEMM's product peak (ops: 2 per byte product), where the CPU has one at this ISA. */
+  int8Gops?: number;
+  int8GopsOneThread?: number;
+  int8Instruction?: string;
+  /** Seconds each loop was measured for. */
   seconds: number;
 }
 
