@@ -284,7 +284,7 @@ napi_value Rope(napi_env env, napi_callback_info info) {
 }
 
 // attention(q, k, v, seqQ, seqK, numHeads, numKvHeads, headDim, scale, causalOffset (-1: none), out
-//           [, kvDtype (0 F32 | 1 BF16), kvRowStride, kvHeadStride])
+//           [, kvDtype (0 F32 | 1 BF16), kvRowStride, kvHeadStride, mode (0 f32 | 1 bf16)])
 // k and v are Float32Arrays, or Uint16Arrays of bf16 bits when kvDtype is 1; the strides default to
 // position-major rows (kernels.h AttentionArgs).
 napi_value Attention(napi_env env, napi_callback_info info) {
@@ -297,9 +297,11 @@ napi_value Attention(napi_env env, napi_callback_info info) {
   // Optional strides (kernels.h AttentionArgs); the default is position-major rows.
   const size_t rowStride = a.is_nullish(12) ? mul(kvHeads, headDim) : a.count(12, "kvRowStride");
   const size_t headStride = a.is_nullish(13) ? headDim : a.count(13, "kvHeadStride");
+  const size_t mode = a.is_nullish(14) ? 0 : a.count(14, "mode");
   // Elements k and v must hold: the last head's last position's row.
   const size_t kvExtent = seqK == 0 || kvHeads == 0 ? 0 : mul(seqK - 1, rowStride) + mul(kvHeads - 1, headStride) + headDim;
   if (a.ok() && kvDtype > 1) a.fail("kvDtype must be 0 (F32) or 1 (BF16)");
+  if (a.ok() && mode > 1) a.fail("mode must be 0 (f32) or 1 (bf16)");
   if (a.ok() && (kvHeads == 0 || heads % kvHeads != 0)) a.fail("numHeads must be a multiple of numKvHeads");
   if (a.ok() && offset != std::floor(offset)) a.fail("causalOffset must be a whole number (or -1 for none)");
   const napi_typedarray_type kvType = kvDtype == 1 ? napi_uint16_array : napi_float32_array;
@@ -325,7 +327,8 @@ napi_value Attention(napi_env env, napi_callback_info info) {
                      offset < 0 ? -1 : static_cast<long long>(offset),
                      kvDtype == 1 ? kBF16 : kF32,
                      rowStride,
-                     headStride};
+                     headStride,
+                     mode == 1};
   attention(args);
   return nullptr;
 }

@@ -1,4 +1,5 @@
 // Fused attention: per-ISA bodies (attention_impl.inc, on the GEMM micro-kernel) and dispatch.
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
@@ -51,8 +52,28 @@ namespace {
 }  // namespace
 }  // namespace scalar
 
+#if defined(SMOLVLM_X86) && (defined(__GNUC__) || defined(__clang__))
+#define SMOLVLM_HAVE_BF16_ATTENTION 1
+SMOLVLM_BEGIN_AVX512BF16
+namespace avx512bf16 {
+namespace {
+#include "simd_avx512.inc"
+#include "bf16_ukernel.inc"
+#include "attention_bf16.inc"
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+}  // namespace avx512bf16
+SMOLVLM_END_TARGET
+#endif
+
 void attention(const AttentionArgs& a) {
   if (a.seqQ == 0 || a.numHeads == 0 || a.headDim == 0) return;
+#ifdef SMOLVLM_HAVE_BF16_ATTENTION
+  if (a.bf16 && a.seqQ > 2 && a.seqK > 0 && a.headDim <= 512 && linear_bf16_native()) {
+    avx512bf16::attn_bf16::attention(a);
+    return;
+  }
+#endif
   switch (current_isa()) {
 #ifdef SMOLVLM_X86
     case Isa::Avx512: avx512::attention_isa(a); return;

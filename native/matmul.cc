@@ -62,8 +62,7 @@ SMOLVLM_BEGIN_AVX512BF16
 namespace avx512bf16 {
 namespace {
 
-constexpr int MR = 8;
-constexpr int NR = 32;
+#include "bf16_ukernel.inc"
 
 struct Bf16Job {
   const uint32_t* xb;  // [M][Kp / 2] pairs of bf16 activations
@@ -73,55 +72,6 @@ struct Bf16Job {
   float* y;
   size_t mc, nc, kcp, nTiles;  // kcp: k pairs per block
 };
-
-template <int M>
-inline void ukernel(int kp, const uint32_t* A, size_t lda, const uint32_t* B, float* C, size_t ldc, int ncols, bool accumulate,
-                    const float* bias) {
-  __m512 acc[M][2];
-  SMOLVLM_UNROLL
-  for (int r = 0; r < M; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-  for (int k = 0; k < kp; k++) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B + static_cast<size_t>(k) * NR);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(B + static_cast<size_t>(k) * NR + 16);
-    SMOLVLM_UNROLL
-    for (int r = 0; r < M; r++) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[r * lda + k]));
-      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], a, b0);
-      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], a, b1);
-    }
-  }
-  for (int r = 0; r < M; r++) {
-    float* c = C + r * ldc;
-    if (ncols == NR) {
-      for (int j = 0; j < 2; j++) {
-        __m512 v = acc[r][j];
-        if (accumulate) v = _mm512_add_ps(_mm512_loadu_ps(c + 16 * j), v);
-        if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + 16 * j));
-        _mm512_storeu_ps(c + 16 * j, v);
-      }
-    } else {
-      alignas(64) float tmp[NR];
-      _mm512_storeu_ps(tmp, acc[r][0]);
-      _mm512_storeu_ps(tmp + 16, acc[r][1]);
-      for (int n = 0; n < ncols; n++) {
-        float v = tmp[n];
-        if (accumulate) v = c[n] + v;
-        if (bias) v += bias[n];
-        c[n] = v;
-      }
-    }
-  }
-}
-
-template <int M = MR>
-inline void ukernel_rows(int m, int kp, const uint32_t* A, size_t lda, const uint32_t* B, float* C, size_t ldc, int ncols, bool accumulate,
-                         const float* bias) {
-  if (m == M) {
-    ukernel<M>(kp, A, lda, B, C, ldc, ncols, accumulate, bias);
-  } else if constexpr (M > 1) {
-    ukernel_rows<M - 1>(m, kp, A, lda, B, C, ldc, ncols, accumulate, bias);
-  }
-}
 
 // The pair (w[n][2p], w[n][2p + 1]) as one 32-bit word; 0 past the end of the row.
 inline uint32_t pair(const uint16_t* row, size_t K, size_t p) {

@@ -295,6 +295,29 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     });
   }
 
+  // bf16 mode: on CPUs where it runs on vdpbf16ps, attention over more than 2 queries takes bf16
+  // products too (queries, keys and softmax numerators rounded to bf16); bf16 mode's bound.
+  for (const c of ATTENTION_CASES) {
+    test(`attention in bf16 mode, f32 and bf16 KV: ${c.name}`, () => {
+      const p = attentionParams(c, c.seqQ + c.seqK + c.heads);
+      const ref = cached(`attention ${c.name}`, () => tsKernels.attention(p));
+      const bf16Kv = { ...p, k: toBf16Bits(p.k as Float32Array), v: toBf16Bits(p.v as Float32Array) };
+      const refBf16Kv = tsKernels.attention(bf16Kv);
+      native.linearMode = "bf16";
+      try {
+        const got = native.attention(p);
+        assertClose(got, ref, 1e-2, `${c.name} (bf16 mode)`);
+        assertClose(native.attention(bf16Kv), refBf16Kv, 1e-2, `${c.name} (bf16 mode, bf16 KV)`);
+        // The bf16 path is taken exactly where the instruction is (blocked path: over 2 queries).
+        const bf16Path = native.info().bf16Native && c.seqQ > 2;
+        const err = relL2(got, ref);
+        assert.ok(bf16Path ? err > 1e-5 : err <= 1e-5, `${c.name}: bf16 mode error ${err} (bf16 path ${bf16Path})`);
+      } finally {
+        native.linearMode = "f32";
+      }
+    });
+  }
+
   test("siluMul, gelu (tanh and erf), addInPlace", () => {
     for (const n of [1, 17, 100003]) {
       const g = elementInput(n, n);

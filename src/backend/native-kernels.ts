@@ -33,6 +33,7 @@ interface NativeAddon {
   attention(
     q: Float32Array, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, seqQ: number, seqK: number, numHeads: number, numKvHeads: number,
     headDim: number, scale: number, causalOffset: number, out: Float32Array, kvDtype: number, kvRowStride: number | null, kvHeadStride: number | null,
+    mode?: number,
   ): void;
   siluMul(gate: Float32Array, up: Float32Array, y: Float32Array): void;
   gelu(x: Float32Array, approximate: boolean): void;
@@ -318,7 +319,9 @@ export function loadNativeKernels(): NativeKernels | null {
       const out = outputArray(p.out, p.seqQ * p.numHeads * p.headDim, "attention");
       const offset = p.causalOffset === null ? -1 : p.causalOffset;
       if (p.k instanceof Uint16Array !== p.v instanceof Uint16Array) throw new TypeError("attention: k and v must have the same element type");
-      a.attention(p.q, p.k, p.v, p.seqQ, p.seqK, p.numHeads, p.numKvHeads, p.headDim, p.scale, offset, out, p.k instanceof Uint16Array ? 1 : 0, p.kvRowStride ?? null, p.kvHeadStride ?? null);
+      // bf16 mode: bf16 products in attention too, where the addon runs bf16 mode on vdpbf16ps.
+      const mode = kernels.linearMode === "bf16" ? 1 : 0;
+      a.attention(p.q, p.k, p.v, p.seqQ, p.seqK, p.numHeads, p.numKvHeads, p.headDim, p.scale, offset, out, p.k instanceof Uint16Array ? 1 : 0, p.kvRowStride ?? null, p.kvHeadStride ?? null, mode);
       return out;
     },
     siluMul: (gate, up, out) => {
