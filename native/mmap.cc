@@ -145,4 +145,21 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
   return out;
 }
 
+void advise_huge_pages(void* p, size_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
+  const uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge, last = end / kHuge * kHuge;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+#ifdef MADV_POPULATE_WRITE
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t pFirst = (begin + page - 1) / page * page, pLast = end / page * page;
+  if (pLast > pFirst) madvise(reinterpret_cast<void*>(pFirst), pLast - pFirst, MADV_POPULATE_WRITE);
+#endif
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 }  // namespace smolvlm
