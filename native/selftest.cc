@@ -64,6 +64,7 @@ struct S {
   static inline V abs(V a) { return {H::abs(a.lo), H::abs(a.hi)}; }
   static inline V select_neg(V s, V a, V b) { return {H::select_neg(s.lo, a.lo, b.lo), H::select_neg(s.hi, a.hi, b.hi)}; }
   static inline float hsum(V v) { return H::hsum(H::add(v.lo, v.hi)); }
+  static inline void hsum4(V a, V b, V c, V d, float* out) { H::hsum4(H::add(a.lo, a.hi), H::add(b.lo, b.hi), H::add(c.lo, c.hi), H::add(d.lo, d.hi), out); }
   static inline float hmax(V v) { return H::hmax(H::max(v.lo, v.hi)); }
   static inline V exp(V x) { return {H::exp(x.lo), H::exp(x.hi)}; }
   static inline V exp_nonpositive(V x) { return {H::exp_nonpositive(x.lo), H::exp_nonpositive(x.hi)}; }
