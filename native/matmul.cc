@@ -156,12 +156,7 @@ void convert_task(void* ctx, size_t r) {
   const ConvertJob& c = *static_cast<const ConvertJob*>(ctx);
   const float* src = c.x + r * c.K;
   uint16_t* dst = c.xb + r * c.Kp;
-  size_t k = 0;
-  for (; k + 16 <= c.K; k += 16) {
-    const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), (__m256i)h);
-  }
-  for (; k < c.K; k++) dst[k] = f32_to_bf16(src[k]);
+  to_bf16_run(src, c.K, dst);
   if (c.Kp > c.K) dst[c.K] = 0;
 }
 
