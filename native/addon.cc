@@ -210,7 +210,7 @@ napi_value PackQ4x4(napi_env env, napi_callback_info info) {
   Array out = a.array(5, napi_uint8_array, "out");
   a.need(out, q4x4_bytes(rows, cols), "out");
   if (!a.ok()) return nullptr;
-  advise_huge_pages(out.data, q4x4_bytes(rows, cols));
+  prepare_output_pages(out.data, q4x4_bytes(rows, cols));
   pack_q4x4(static_cast<const uint8_t*>(w.q.data), static_cast<const uint16_t*>(w.scales.data), static_cast<const uint16_t*>(w.mins.data), rows, cols,
             static_cast<uint8_t*>(out.data));
   return nullptr;
@@ -229,7 +229,7 @@ napi_value Quantize(napi_env env, napi_callback_info info) {
   a.need(w, mul(rows, cols), "weight data");
   const QuantArrays out = quant_arrays(a, 5, 6, 7, scheme, rows, cols);
   if (!a.ok()) return nullptr;
-  advise_huge_pages(out.q.data, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2);
+  prepare_output_pages(out.q.data, scheme == 8 ? mul(rows, cols) : mul(rows, cols) / 2);
   if (!quantize_weights(w.data, static_cast<int>(dtype), rows, cols, static_cast<int>(scheme), out.q.data, static_cast<uint16_t*>(out.scales.data),
                         static_cast<uint16_t*>(out.mins.data))) {
     a.fail("a block's scale or minimum does not fit a half float (weights beyond +-65504?)");

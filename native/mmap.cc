@@ -145,7 +145,7 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
   return out;
 }
 
-void advise_huge_pages(void* p, size_t bytes) {
+void prepare_output_pages(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
