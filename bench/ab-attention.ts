@@ -1,8 +1,9 @@
 /**
  * Two builds of the native addon compared on attention, in one process, the builds taking turns
  * call by call (the machine is noisy): a vision tile's (1024 queries over 1024 keys, 12 heads of
- * 64, not causal) and a text prefill chunk's (512 queries after 629 cached positions, 1141 keys,
- * 15 heads over 5 KV heads, causal). Prints each build's median time, B's speed relative to A's,
+ * 64, not causal), a text prefill chunk's (512 queries after 629 cached positions, 1141 keys,
+ * 15 heads over 5 KV heads, causal) and a decode step's (32 layers' calls of one query over 876
+ * keys of a bf16 cache). Prints each build's median time, B's speed relative to A's,
  * and the relative L2 distance between their outputs.
  *
  *   node dist/bench/ab-attention.js A.node B.node [--calls 15] [--modes f32,f32]
@@ -26,8 +27,9 @@ if (positionals.length !== 2) throw new Error("usage: ab-attention.js A.node B.n
 /** The slice of the addon's raw API this script calls (native-kernels.ts wraps it). */
 interface RawAddon {
   attention(
-    q: Float32Array, k: Float32Array, v: Float32Array, seqQ: number, seqK: number, numHeads: number, numKvHeads: number, headDim: number,
-    scale: number, causalOffset: number, out: Float32Array, kvDtype: number, kvRowStride: null, kvHeadStride: null, mode: number,
+    q: Float32Array, k: Float32Array | Uint16Array, v: Float32Array | Uint16Array, seqQ: number, seqK: number, numHeads: number, numKvHeads: number,
+    headDim: number, scale: number, causalOffset: number, out: Float32Array, kvDtype: number, kvRowStride: number | null, kvHeadStride: number | null,
+    mode: number,
   ): void;
 }
 
@@ -42,21 +44,30 @@ if (modes.length !== 2) throw new Error(`--modes: two of f32 and bf16, not ${v.m
 const wave = (n: number, phase: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + phase) * 1.5);
 const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 
+/** bf16 bits of x (truncated: the values only need to be bf16 numbers). */
+const bf16 = (x: Float32Array): Uint16Array => new Uint16Array(Uint32Array.from(new Uint32Array(x.buffer), (b) => b >>> 16));
+
+// The decode cases read a head-major bf16 cache (the KV cache's layout in bf16 and q8/q4 modes),
+// 32 calls per timing (one per layer of a decode step, the same layer's cache: cache-resident).
 const cases = [
-  { name: "vision tile, 1024 x 1024, 12 heads", seqQ: 1024, seqK: 1024, heads: 12, kvHeads: 12, causalOffset: -1 },
-  { name: "prefill chunk, 512 queries over 1141 keys, 15/5 heads, causal", seqQ: 512, seqK: 1141, heads: 15, kvHeads: 5, causalOffset: 1141 - 512 },
+  { name: "vision tile, 1024 x 1024, 12 heads", seqQ: 1024, seqK: 1024, heads: 12, kvHeads: 12, causalOffset: -1, bf16Kv: false, repeat: 1 },
+  { name: "prefill chunk, 512 queries over 1141 keys, 15/5 heads, causal", seqQ: 512, seqK: 1141, heads: 15, kvHeads: 5, causalOffset: 1141 - 512, bf16Kv: false, repeat: 1 },
+  { name: "decode step, 32 x 1 query over 876 keys of a bf16 cache, 15/5 heads", seqQ: 1, seqK: 876, heads: 15, kvHeads: 5, causalOffset: 875, bf16Kv: true, repeat: 32 },
 ];
 const D = 64;
 for (const c of cases) {
   const q = wave(c.seqQ * c.heads * D, 1);
-  const k = wave(c.seqK * c.kvHeads * D, 2);
-  const val = wave(c.seqK * c.kvHeads * D, 3);
+  const k = c.bf16Kv ? bf16(wave(c.seqK * c.kvHeads * D, 2)) : wave(c.seqK * c.kvHeads * D, 2);
+  const val = c.bf16Kv ? bf16(wave(c.seqK * c.kvHeads * D, 3)) : wave(c.seqK * c.kvHeads * D, 3);
+  const [rowStride, headStride] = c.bf16Kv ? [D, c.seqK * D] : [null, null];
   const outs = builds.map(() => new Float32Array(c.seqQ * c.heads * D));
   const times: number[][] = [[], []];
   for (let r = 0; r < calls; r++) {
     for (const b of r % 2 ? [1, 0] : [0, 1]) {
       const t0 = performance.now();
-      builds[b]!.attention(q, k, val, c.seqQ, c.seqK, c.heads, c.kvHeads, D, 1 / Math.sqrt(D), c.causalOffset, outs[b]!, 0, null, null, modes[b]!);
+      for (let i = 0; i < c.repeat; i++) {
+        builds[b]!.attention(q, k, val, c.seqQ, c.seqK, c.heads, c.kvHeads, D, 1 / Math.sqrt(D), c.causalOffset, outs[b]!, c.bf16Kv ? 1 : 0, rowStride, headStride, modes[b]!);
+      }
       times[b]!.push(performance.now() - t0);
     }
   }

@@ -12,9 +12,11 @@
  *                                         (500M geometry: 15 heads, 5 KV heads, headDim 64), with
  *                                         the cache position-major ([position][kvHead][64]) against
  *                                         head-major ([kvHead][capacity][64], the KV cache's layout)
- *   node dist/bench/micro.js decode-attention [--keys 81,876,2000]
+ *   node dist/bench/micro.js decode-attention [--keys 81,876,2000] [--mode f32|bf16]
  *                                         one decode step's attention over 32 layers' head-major bf16
- *                                         caches (from memory), and over one layer's cache 32 times
+ *                                         caches: each layer's call after 64 MB of other reads (after
+ *                                         eviction, as in a decode step), the 32 back to back (from
+ *                                         memory, partly from L3), and one layer's cache 32 times
  *                                         (cache-resident). To compare two builds of the addon, run
  *                                         it with SMOLVLM_NATIVE_PATH pointing at each, in turn.
  *   node dist/bench/micro.js kv-round     the bf16 KV cache's rounding, dtype.ts's TypeScript against the
@@ -33,7 +35,10 @@ import { roundRowsToBf16 } from "../src/backend/dtype.js";
 import { quantizeWeight } from "../src/quant/quantize.js";
 import type { Tensor } from "../src/io/safetensors.js";
 
-const { values: v, positionals } = parseArgs({ allowPositionals: true, options: { keys: { type: "string", default: "876,2000" } } });
+const { values: v, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { keys: { type: "string", default: "876,2000" }, mode: { type: "string", default: "f32" } },
+});
 const native = loadNativeKernels();
 if (!native) throw new Error("micro needs the native kernels");
 const k = native;
@@ -111,15 +116,38 @@ function kvLayout(): void {
 
 function decodeAttention(): void {
   const { D, layers, capacity } = DECODE;
+  if (v.mode !== "f32" && v.mode !== "bf16") throw new Error(`--mode: f32 or bf16, not ${v.mode}`);
+  k.linearMode = v.mode;
   const { caches, q } = decodeCaches();
   const headMajor = { kvRowStride: D, kvHeadStride: capacity * D };
+  // As in a decode step, where a layer's weights (23 MB at bf16) stream through the caches between
+  // two layers' attention: before each layer's call (not timed), a one-row linear over 64 MB.
+  const flush = bf16Weight(32768, 1024);
+  const flushX = input(1024);
+  const flushOut = new Float32Array(32768);
+  const evicted = (seqK: number) => () => {
+    let ms = 0;
+    for (const c of caches) {
+      k.linear(flushX, 1, flush, null, flushOut);
+      const t0 = performance.now();
+      attendStep(c, q, seqK, headMajor);
+      ms += performance.now() - t0;
+    }
+    return ms;
+  };
   for (const seqK of v.keys!.split(",").map(Number)) {
     const [fromMemory, resident] = alternate(
       [() => caches.forEach((c) => attendStep(c, q, seqK, headMajor)), () => caches.forEach(() => attendStep(caches[0]!, q, seqK, headMajor))],
       1,
       21,
     );
-    console.log(`decode attention, ${seqK} keys x ${layers} layers (${native!.info().threads} threads): from memory ${fromMemory!.toFixed(2)} ms, cache-resident ${resident!.toFixed(2)} ms`);
+    const run = evicted(seqK);
+    run();
+    const afterEviction = median(Array.from({ length: 21 }, run));
+    console.log(
+      `decode attention, ${v.mode} mode, ${seqK} keys x ${layers} layers (${native!.info().threads} threads): after eviction ${afterEviction.toFixed(2)} ms, ` +
+        `from memory ${fromMemory!.toFixed(2)} ms, cache-resident ${resident!.toFixed(2)} ms`,
+    );
   }
 }
 

@@ -64,6 +64,22 @@ namespace {
 }  // namespace
 }  // namespace avx512bf16
 SMOLVLM_END_TARGET
+
+// The per-ISA attention again, its decoding row path on vdpbf16ps (attention_decode_bf16.inc).
+SMOLVLM_BEGIN_AVX512BF16
+namespace avx512bf16 {
+namespace decode {
+namespace {
+#define SMOLVLM_DECODE_BF16 1
+#include "simd_avx512.inc"
+#include "microkernel.inc"
+#include "attention_impl.inc"
+#undef SMOLVLM_DECODE_BF16
+#undef SMOLVLM_SIMD_X86
+}  // namespace
+}  // namespace decode
+}  // namespace avx512bf16
+SMOLVLM_END_TARGET
 #endif
 
 void attention(const AttentionArgs& a) {
@@ -71,6 +87,11 @@ void attention(const AttentionArgs& a) {
 #ifdef SMOLVLM_HAVE_BF16_ATTENTION
   if (a.bf16 && a.seqQ > 2 && a.seqK > 0 && a.headDim <= 512 && linear_bf16_native()) {
     avx512bf16::attn_bf16::attention(a);
+    return;
+  }
+  // Decoding (one or two query rows) over a bf16 cache: bf16 products on the same instruction.
+  if (a.bf16 && a.seqQ <= 2 && a.kvDtype == kBF16 && a.headDim % 32 == 0 && linear_bf16_native()) {
+    avx512bf16::decode::attention_isa(a);
     return;
   }
 #endif

@@ -83,8 +83,9 @@ struct AttentionArgs {
   // A head-major cache ([head][capacity][headDim]) passes headDim and capacity * headDim.
   size_t kvRowStride = 0, kvHeadStride = 0;
   // bf16 mode: where bf16 mode's linears run on vdpbf16ps, so do attention's two products for more
-  // than 2 queries (queries, keys and softmax numerators rounded to bf16; float32 sums). Elsewhere,
-  // and when false, float32 products.
+  // than 2 queries, and for 1 or 2 (decoding) over a bf16 cache with headDim a multiple of 32
+  // (queries, keys and softmax numerators rounded to bf16; float32 sums). Elsewhere, and when
+  // false, float32 products.
   bool bf16 = false;
 };
 void attention(const AttentionArgs& a);

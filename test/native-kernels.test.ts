@@ -82,6 +82,10 @@ const ATTENTION_CASES: AttnCase[] = [
   { name: "decode step, no GQA (4/4)", seqQ: 1, seqK: 77, heads: 4, kvHeads: 4, headDim: 64, offset: 76, capacity: 80 },
   { name: "decode step over 700 keys (key splits), GQA 16/2", seqQ: 1, seqK: 700, heads: 16, kvHeads: 2, headDim: 64, offset: 699, capacity: 700 },
   { name: "two-row step, GQA 9/1, headDim 24", seqQ: 2, seqK: 129, heads: 9, kvHeads: 1, headDim: 24, offset: 127, capacity: 130 },
+  // bf16 mode's decoding products take 32 dims per instruction, two chunks per pass: a head of 3
+  // chunks (2 + 1, key splits, odd key count) and one of a single chunk.
+  { name: "decode step over 301 keys (key splits), GQA 9/3, headDim 96", seqQ: 1, seqK: 301, heads: 9, kvHeads: 3, headDim: 96, offset: 300, capacity: 320 },
+  { name: "two-row step, GQA 5/1, headDim 32", seqQ: 2, seqK: 67, heads: 5, kvHeads: 1, headDim: 32, offset: 65, capacity: 70 },
 ];
 
 function attentionParams(c: AttnCase, seed: number): AttentionParams {
@@ -295,8 +299,9 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     });
   }
 
-  // bf16 mode: on CPUs where it runs on vdpbf16ps, attention over more than 2 queries takes bf16
-  // products too (queries, keys and softmax numerators rounded to bf16); bf16 mode's bound.
+  // bf16 mode: on CPUs where it runs on vdpbf16ps, attention takes bf16 products too (queries,
+  // keys and softmax numerators rounded to bf16; bf16 mode's bound) over more than 2 queries, and
+  // when decoding (1 or 2 queries) from a bf16 cache with a head size a multiple of 32.
   for (const c of ATTENTION_CASES) {
     test(`attention in bf16 mode, f32 and bf16 KV: ${c.name}`, () => {
       const p = attentionParams(c, c.seqQ + c.seqK + c.heads);
@@ -307,11 +312,15 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
       try {
         const got = native.attention(p);
         assertClose(got, ref, 1e-2, `${c.name} (bf16 mode)`);
-        assertClose(native.attention(bf16Kv), refBf16Kv, 1e-2, `${c.name} (bf16 mode, bf16 KV)`);
-        // The bf16 path is taken exactly where the instruction is (blocked path: over 2 queries).
+        const gotBf16Kv = native.attention(bf16Kv);
+        assertClose(gotBf16Kv, refBf16Kv, 1e-2, `${c.name} (bf16 mode, bf16 KV)`);
+        // The bf16 paths are taken exactly where the instruction is.
         const bf16Path = native.info().bf16Native && c.seqQ > 2;
         const err = relL2(got, ref);
         assert.ok(bf16Path ? err > 1e-5 : err <= 1e-5, `${c.name}: bf16 mode error ${err} (bf16 path ${bf16Path})`);
+        const bf16KvPath = native.info().bf16Native && (c.seqQ > 2 || c.headDim % 32 === 0);
+        const errKv = relL2(gotBf16Kv, refBf16Kv);
+        assert.ok(bf16KvPath ? errKv > 1e-5 : errKv <= 1e-5, `${c.name}: bf16 mode error with bf16 KV ${errKv} (bf16 path ${bf16KvPath})`);
       } finally {
         native.linearMode = "f32";
       }
