@@ -10,8 +10,9 @@ enum class LinearMode { F32 = 0, Bf16 = 1 };
 
 // y[M][N] = x[M][K] · w[N][K]ᵀ (+ bias[N]); w is float32, bf16 or f16 (WeightType in simd.h).
 // Bf16 mode: activations are rounded to bf16 and, on CPUs with AVX512_BF16, multiplied with
-// vdpbf16ps (above the few-row matrix-vector threshold; decoding is memory-bound either way). It
-// applies to bf16 weights only: float32 and f16 weights always take the float32 path.
+// vdpbf16ps (one row, as in a decode step, and above the few-row matrix-vector threshold; 2 to
+// GEMV_MAX_ROWS rows take the float32 kernel on the rounded activations). It applies to bf16
+// weights only: float32 and f16 weights always take the float32 path.
 void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t K, const float* bias, float* y, LinearMode mode);
 // linear with float32 weights into a column block of a wider output: row r of y starts at y + r * ldy.
 void linear_f32_strided(const float* x, size_t M, const float* w, size_t N, size_t K, const float* bias, float* y, size_t ldy);

@@ -191,6 +191,60 @@ void linear_bf16(const float* x, size_t M, const uint16_t* w, size_t N, size_t K
   parallel_for(mTiles * a.nTiles, gemm_task, &a);
 }
 
+// One input row (a decode step): each weight row as stored, 32 bf16 per vdpbf16ps against x's
+// bf16 pairs. The float32 path on rounded x gives the same products (exact either way) but widens
+// every weight element first, two instructions per 16 elements; reading them as they are streamed
+// the text weights 1.03x faster (BENCHMARKS.md section 15). Prefetch distance as the AVX-512
+// one-row path's (simd_avx512.inc GEMV_PREFETCH_AHEAD): 2 and 8 KiB measured slower.
+constexpr size_t kGemvPrefetchAhead = 4096;
+
+struct GemvJob {
+  const uint16_t* xb;  // x as bf16, zero-padded to a multiple of 32
+  const uint16_t* w;
+  size_t N, K;
+  const float* bias;
+  float* y;
+  size_t chunk;
+  StripedTasks striped{0, 1};
+};
+
+void gemv_task(void* ctx, size_t t) {
+  const GemvJob& a = *static_cast<const GemvJob*>(ctx);
+  size_t c;
+  if (!a.striped.chunk(t, &c)) return;
+  const size_t o1 = std::min(a.N, (c + 1) * a.chunk), K = a.K;
+  const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (K % 32)) - 1);
+  for (size_t o = c * a.chunk; o < o1; o++) {
+    const uint16_t* row = a.w + o * K;
+    const char* bytes = reinterpret_cast<const char*>(row);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+    size_t k = 0;
+    for (; k + 128 <= K; k += 128) {
+      for (int p = 0; p < 4; p++) _mm_prefetch(bytes + 2 * k + kGemvPrefetchAhead + 64 * p, _MM_HINT_T0);
+      acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(a.xb + k), (__m512bh)_mm512_loadu_si512(row + k));
+      acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(a.xb + k + 32), (__m512bh)_mm512_loadu_si512(row + k + 32));
+      acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_loadu_si512(a.xb + k + 64), (__m512bh)_mm512_loadu_si512(row + k + 64));
+      acc3 = _mm512_dpbf16_ps(acc3, (__m512bh)_mm512_loadu_si512(a.xb + k + 96), (__m512bh)_mm512_loadu_si512(row + k + 96));
+    }
+    for (; k + 32 <= K; k += 32) acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(a.xb + k), (__m512bh)_mm512_loadu_si512(row + k));
+    if (k < K) acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(a.xb + k), (__m512bh)_mm512_maskz_loadu_epi16(tail, row + k));
+    a.y[o] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1), _mm512_add_ps(acc2, acc3))) + (a.bias ? a.bias[o] : 0.0f);
+  }
+}
+
+void gemv_bf16(const float* x, const uint16_t* w, size_t N, size_t K, const float* bias, float* y) {
+  const size_t Kp = (K + 31) / 32 * 32;
+  static thread_local ScratchBuffer<uint16_t> xbuf;
+  uint16_t* xb = xbuf.get(Kp);
+  to_bf16_run(x, K, xb);
+  std::fill(xb + K, xb + Kp, uint16_t{0});
+  GemvJob a{xb, w, N, K, bias, y, 0};
+  const size_t threads = static_cast<size_t>(pool_threads());
+  a.chunk = gemv_chunk_outputs(N, threads);
+  a.striped = StripedTasks((N + a.chunk - 1) / a.chunk, threads);
+  parallel_for(a.striped.padded(), gemv_task, &a);
+}
+
 }  // namespace
 }  // namespace avx512bf16
 SMOLVLM_END_TARGET
@@ -264,8 +318,12 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
       avx512bf16::linear_bf16(x, M, static_cast<const uint16_t*>(w), N, K, bias, y);
       return;
     }
+    if (linear_bf16_native() && M == 1) {
+      avx512bf16::gemv_bf16(x, static_cast<const uint16_t*>(w), N, K, bias, y);
+      return;
+    }
 #endif
-    // Same numbers without the instruction (and for the memory-bound few-row case): bf16 x bf16
+    // Same numbers without the instruction (and for 2 to GEMV_MAX_ROWS rows): bf16 x bf16
     // products are exact in float32, so rounding the activations and running the float32 kernel
     // differs from vdpbf16ps only in the order of the sums.
     static thread_local std::vector<float> rounded;
