@@ -1,0 +1,54 @@
+/**
+ * Whole decode steps of the 500M-shaped checkpoint, timed without per-kernel wrappers: one model,
+ * one cache prefilled with `--context` token ids, then `--rounds` rounds that each rewind the
+ * cache to that length and time `--steps` steps. Prints the median step time and its quartiles.
+ * To compare two builds of the addon, run it with SMOLVLM_NATIVE_PATH pointing at each, in
+ * alternation (separate runs of one build differ by a few percent on this shared machine, so only
+ * larger differences show; bench/ab-addons.ts and bench/ab-attention.ts compare kernels in one
+ * process).
+ *
+ *   node dist/bench/decode-steps.js [--model DIR] [--dtype bf16|q8|q4|f32] [--context 876] [--steps 16] [--rounds 15]
+ */
+import { parseArgs } from "node:util";
+import { loadNativeKernels } from "../src/backend/native-kernels.js";
+import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
+
+const { values: v } = parseArgs({
+  options: {
+    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
+    dtype: { type: "string", default: "bf16" },
+    context: { type: "string", default: "876" },
+    steps: { type: "string", default: "16" },
+    rounds: { type: "string", default: "15" },
+  },
+});
+
+const native = loadNativeKernels();
+if (!native) throw new Error("decode-steps needs the native kernels");
+const dtype = v.dtype as DTypeMode;
+native.linearMode = linearModeFor(dtype, native.info().bf16Native);
+
+const [context, steps, rounds] = [Number(v.context), Number(v.steps), Number(v.rounds)];
+const vlm = await SmolVLM.load(v.model!, { dtype, kernels: native });
+const cache = vlm.model.text.newCache(context + steps + 1);
+for (let s = 0; s < context; s += 256) {
+  const ids = Array.from({ length: Math.min(256, context - s) }, (_, i) => 100 + ((s + i) % 1000));
+  vlm.model.forward(vlm.model.embedWithImages(ids, null), ids.length, cache);
+}
+
+/** Mean time of one step over `steps` steps from the prefilled context. */
+function decode(): number {
+  cache.length = context;
+  const m = vlm.model;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) m.forward(m.embedWithImages([300 + i], null), 1, cache);
+  return (performance.now() - t0) / steps;
+}
+
+decode(); // warm-up
+const times = Array.from({ length: rounds }, decode).sort((p, q) => p - q);
+const median = times[rounds >> 1]!;
+console.log(
+  `${v.model}, ${dtype}, ${steps} steps after ${context} tokens, ${rounds} rounds (isa ${native.info().isa}, ${native.info().threads} threads): ` +
+    `${median.toFixed(2)} ms/step (${(1000 / median).toFixed(1)} tok/s; quartiles ${times[rounds >> 2]!.toFixed(2)}-${times[(3 * rounds) >> 2]!.toFixed(2)})`,
+);
