@@ -240,7 +240,7 @@ void gemv_bf16(const float* x, const uint16_t* w, size_t N, size_t K, const floa
   std::fill(xb + K, xb + Kp, uint16_t{0});
   GemvJob a{xb, w, N, K, bias, y, 0};
   const size_t threads = static_cast<size_t>(pool_threads());
-  a.chunk = gemv_chunk_outputs(N, threads);
+  a.chunk = gemv_chunk_outputs(N, threads, 2 * K);
   a.striped = StripedTasks((N + a.chunk - 1) / a.chunk, threads);
   parallel_for(a.striped.padded(), gemv_task, &a);
 }

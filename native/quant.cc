@@ -759,6 +759,12 @@ bool quantize_weights(const void* w, int dtype, size_t rows, size_t cols, int sc
   return !j.overflow;
 }
 
+// Bytes of one weight row of a scheme, codes and tables (for gemv_chunk_outputs).
+size_t quant_row_bytes(int scheme, size_t K) {
+  if (scheme == kQ4x4) return x4_pairs(K) * X4_UNIT / X4_ROWS;
+  return scheme == 8 ? K + K / QB * 2 : K / 2 + K / QB * 4;
+}
+
 void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const QuantLinear* parts, int count) {
   if (M == 0 || count <= 0) return;
   // Up to 16 rows the few-row kernels win: the GEMM repacks the whole weight per call, which
@@ -792,7 +798,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   for (int i = 0; i < count; i++) {
     QuantJob& a = m.parts[i] = job(parts[i]);
     a.xq = &xq;
-    a.chunk = gemv_chunk_outputs(a.N, threads);
+    a.chunk = gemv_chunk_outputs(a.N, threads, quant_row_bytes(scheme, K));
     m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
   }
   if (scheme == kQ4x4) pair_rows_x4(xq, M, K);

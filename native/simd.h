@@ -132,10 +132,16 @@ inline size_t gemv_max_rows_setting(int dflt) {
   return static_cast<size_t>(dflt);
 }
 
-// Outputs per task on the few-row path (float and quantized linears): 16 to 64, a multiple of 4,
-// about 8 tasks per thread for balance, each long enough to stream well.
-inline size_t gemv_chunk_outputs(size_t N, size_t threads) {
-  return std::min<size_t>(64, std::max<size_t>(16, (N / (8 * threads) + 3) / 4 * 4));
+// Outputs per task on the few-row path (float and quantized linears), for weight rows of rowBytes
+// bytes: about kGemvChunkBytes of weights per task, as long as every thread still gets 2 tasks; a
+// multiple of 4, at least 4. Every task claim is an atomic on a line the threads share (a few
+// hundred ns), so short tasks cost: q4 rows (0.6 KB at 960 inputs) in the 16 to 64 rows this used
+// to be streamed 1.08-1.11x slower than in chunks this size (BENCHMARKS.md section 15).
+constexpr size_t kGemvChunkBytes = 256 * 1024;
+inline size_t gemv_chunk_outputs(size_t N, size_t threads, size_t rowBytes) {
+  const size_t byBytes = kGemvChunkBytes / (rowBytes ? rowBytes : 1);
+  const size_t balanced = (N + 2 * threads - 1) / (2 * threads);
+  return std::max<size_t>(4, (std::min(byBytes, balanced) + 3) / 4 * 4);
 }
 
 template <int DT>
