@@ -205,13 +205,10 @@ struct GemvJob {
   const float* bias;
   float* y;
   size_t chunk;
-  StripedTasks striped{0, 1};
+  RangeChunks* ranges;
 };
 
-void gemv_task(void* ctx, size_t t) {
-  const GemvJob& a = *static_cast<const GemvJob*>(ctx);
-  size_t c;
-  if (!a.striped.chunk(t, &c)) return;
+void gemv_chunk(const GemvJob& a, size_t c) {
   const size_t o1 = std::min(a.N, (c + 1) * a.chunk), K = a.K;
   const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (K % 32)) - 1);
   for (size_t o = c * a.chunk; o < o1; o++) {
@@ -232,17 +229,23 @@ void gemv_task(void* ctx, size_t t) {
   }
 }
 
+void gemv_task(void* ctx, size_t t) {
+  const GemvJob& a = *static_cast<const GemvJob*>(ctx);
+  a.ranges->run(t, [&](size_t c) { gemv_chunk(a, c); });
+}
+
 void gemv_bf16(const float* x, const uint16_t* w, size_t N, size_t K, const float* bias, float* y) {
   const size_t Kp = (K + 31) / 32 * 32;
   static thread_local ScratchBuffer<uint16_t> xbuf;
   uint16_t* xb = xbuf.get(Kp);
   to_bf16_run(x, K, xb);
   std::fill(xb + K, xb + Kp, uint16_t{0});
-  GemvJob a{xb, w, N, K, bias, y, 0};
+  GemvJob a{xb, w, N, K, bias, y, 0, nullptr};
   const size_t threads = static_cast<size_t>(pool_threads());
-  a.chunk = gemv_chunk_outputs(N, threads, 2 * K);
-  a.striped = StripedTasks((N + a.chunk - 1) / a.chunk, threads);
-  parallel_for(a.striped.padded(), gemv_task, &a);
+  a.chunk = gemv_chunk_outputs(2 * K);
+  RangeChunks ranges((N + a.chunk - 1) / a.chunk, threads);
+  a.ranges = &ranges;
+  parallel_for(ranges.tasks(), gemv_task, &a);
 }
 
 }  // namespace

@@ -539,16 +539,16 @@ struct MultiJob {
   size_t firstTask[kMaxQuantParts + 1];
   int count;
   QuantTaskFn run;
-  StripedTasks striped{0, 1};  // over all the parts' chunks, in order
+  RangeChunks* ranges;  // over all the parts' chunks, in order
 };
 
 void multi_task(void* ctx, size_t s) {
   const MultiJob& m = *static_cast<const MultiJob*>(ctx);
-  size_t t;
-  if (!m.striped.chunk(s, &t)) return;
-  int i = 0;
-  while (t >= m.firstTask[i + 1]) i++;
-  m.run(m.parts[i], t - m.firstTask[i]);
+  m.ranges->run(s, [&](size_t t) {
+    int i = 0;
+    while (t >= m.firstTask[i + 1]) i++;
+    m.run(m.parts[i], t - m.firstTask[i]);
+  });
 }
 
 // ---- many rows without AVX2: float32 GEMM over expanded codes -----------------------------------
@@ -798,7 +798,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   for (int i = 0; i < count; i++) {
     QuantJob& a = m.parts[i] = job(parts[i]);
     a.xq = &xq;
-    a.chunk = gemv_chunk_outputs(a.N, threads, quant_row_bytes(scheme, K));
+    a.chunk = gemv_chunk_outputs(quant_row_bytes(scheme, K));
     m.firstTask[i + 1] = m.firstTask[i] + (a.N + a.chunk - 1) / a.chunk;
   }
   if (scheme == kQ4x4) pair_rows_x4(xq, M, K);
@@ -819,8 +819,9 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     }
   }
 #endif
-  m.striped = StripedTasks(m.firstTask[count], threads);
-  parallel_for(m.striped.padded(), multi_task, &m);
+  RangeChunks ranges(m.firstTask[count], threads);
+  m.ranges = &ranges;
+  parallel_for(ranges.tasks(), multi_task, &m);
 }
 
 }  // namespace smolvlm

@@ -5,6 +5,7 @@
 //   g++ -std=gnu++17 -O3 -pthread native/selftest.cc native/{cpu,threadpool,matmul,attention,elementwise,quant}.cc -o build/selftest
 //   build/selftest [--bench]
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -413,10 +414,31 @@ void test_quant() {
   }
 }
 
+// RangeChunks hands every chunk out exactly once, whichever threads run which ranges: all ranges
+// by the pool, and ranges run out of order by one thread (a late worker's share taken by another).
+void test_range_chunks() {
+  for (size_t n : {0, 1, 5, 64, 1001}) {
+    for (size_t threads : {1, 2, 3, 7}) {
+      std::vector<std::atomic<int>> hits(n);
+      RangeChunks ranges(n, threads);
+      auto task = [&](size_t t) { ranges.run(t, [&](size_t c) { hits[c]++; }); };
+      if (threads == 3) {
+        for (size_t t = ranges.tasks(); t-- > 0;) task(t);
+      } else {
+        parallel_for_each(ranges.tasks(), task);
+      }
+      size_t bad = 0;
+      for (auto& h : hits) bad += h.load() != 1;
+      check("RangeChunks n=" + std::to_string(n) + " threads=" + std::to_string(threads) + " (chunks not run once)", static_cast<double>(bad), 0);
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   const bool doBench = argc > 1 && std::strcmp(argv[1], "--bench") == 0;
   const CpuFeatures& f = cpu_features();
   std::printf("threads %d; avx2 %d avx512 %d avx512bf16 %d neon %d dotprod %d\n", pool_threads(), f.avx2, f.avx512, f.avx512bf16, f.neon, f.dotprod);
+  test_range_chunks();
   for (Isa isa : available_isas()) {
     set_isa(isa);
     std::printf("== %s%s\n", isa_name(isa), linear_bf16_native() ? " (bf16 mode on vdpbf16ps)" : "");

@@ -132,16 +132,17 @@ inline size_t gemv_max_rows_setting(int dflt) {
   return static_cast<size_t>(dflt);
 }
 
-// Outputs per task on the few-row path (float and quantized linears), for weight rows of rowBytes
-// bytes: about kGemvChunkBytes of weights per task, as long as every thread still gets 2 tasks; a
-// multiple of 4, at least 4. Every task claim is an atomic on a line the threads share (a few
-// hundred ns), so short tasks cost: q4 rows (0.6 KB at 960 inputs) in the 16 to 64 rows this used
-// to be streamed 1.08-1.11x slower than in chunks this size (BENCHMARKS.md section 15).
-constexpr size_t kGemvChunkBytes = 256 * 1024;
-inline size_t gemv_chunk_outputs(size_t N, size_t threads, size_t rowBytes) {
-  const size_t byBytes = kGemvChunkBytes / (rowBytes ? rowBytes : 1);
-  const size_t balanced = (N + 2 * threads - 1) / (2 * threads);
-  return std::max<size_t>(4, (std::min(byBytes, balanced) + 3) / 4 * 4);
+// Outputs per chunk on the few-row path (float and quantized linears), for weight rows of rowBytes
+// bytes: about kGemvChunkBytes of weights, a multiple of 4, at least 4. The chunks are handed out
+// by RangeChunks (threadpool.h), whose claims are cheap, so they can be short: a thread that
+// finishes early then takes a share of the last ones. With a shared task counter instead (a few
+// hundred ns per claim on a line both threads write), q4's chunks of 12 to 38 KB streamed
+// 1.11-1.14x slower than 256 KiB ones, and those left one thread finishing a long chunk alone
+// (BENCHMARKS.md section 15).
+constexpr size_t kGemvChunkBytes = 32 * 1024;
+inline size_t gemv_chunk_outputs(size_t rowBytes) {
+  const size_t rows = kGemvChunkBytes / (rowBytes ? rowBytes : 1);
+  return rows < 4 ? 4 : (rows + 3) / 4 * 4;
 }
 
 template <int DT>
