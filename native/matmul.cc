@@ -195,8 +195,8 @@ void linear_bf16(const float* x, size_t M, const uint16_t* w, size_t N, size_t K
 // bf16 pairs. The float32 path on rounded x gives the same products (exact either way) but widens
 // every weight element first, two instructions per 16 elements; reading them as they are streamed
 // the text weights 1.03x faster (BENCHMARKS.md section 15). Prefetch distance as the AVX-512
-// one-row path's (simd_avx512.inc GEMV_PREFETCH_AHEAD): 2 and 8 KiB measured slower.
-constexpr size_t kGemvPrefetchAhead = 4096;
+// one-row path's (simd_avx512.inc GEMV_PREFETCH_AHEAD): 2 and 8 KiB measured slower here too.
+constexpr size_t kGemvPrefetchAhead = avx512::S::GEMV_PREFETCH_AHEAD;
 
 struct GemvJob {
   const uint16_t* xb;  // x as bf16, zero-padded to a multiple of 32
@@ -205,7 +205,6 @@ struct GemvJob {
   const float* bias;
   float* y;
   size_t chunk;
-  RangeChunks* ranges;
 };
 
 void gemv_chunk(const GemvJob& a, size_t c) {
@@ -229,23 +228,14 @@ void gemv_chunk(const GemvJob& a, size_t c) {
   }
 }
 
-void gemv_task(void* ctx, size_t t) {
-  const GemvJob& a = *static_cast<const GemvJob*>(ctx);
-  a.ranges->run(t, [&](size_t c) { gemv_chunk(a, c); });
-}
-
 void gemv_bf16(const float* x, const uint16_t* w, size_t N, size_t K, const float* bias, float* y) {
   const size_t Kp = (K + 31) / 32 * 32;
   static thread_local ScratchBuffer<uint16_t> xbuf;
   uint16_t* xb = xbuf.get(Kp);
   to_bf16_run(x, K, xb);
   std::fill(xb + K, xb + Kp, uint16_t{0});
-  GemvJob a{xb, w, N, K, bias, y, 0, nullptr};
-  const size_t threads = static_cast<size_t>(pool_threads());
-  a.chunk = gemv_chunk_outputs(2 * K);
-  RangeChunks ranges((N + a.chunk - 1) / a.chunk, threads);
-  a.ranges = &ranges;
-  parallel_for(ranges.tasks(), gemv_task, &a);
+  const GemvJob a{xb, w, N, K, bias, y, gemv_chunk_outputs(2 * K)};
+  parallel_chunks((N + a.chunk - 1) / a.chunk, [&](size_t c) { gemv_chunk(a, c); });
 }
 
 }  // namespace

@@ -539,17 +539,7 @@ struct MultiJob {
   size_t firstTask[kMaxQuantParts + 1];
   int count;
   QuantTaskFn run;
-  RangeChunks* ranges;  // over all the parts' chunks, in order
 };
-
-void multi_task(void* ctx, size_t s) {
-  const MultiJob& m = *static_cast<const MultiJob*>(ctx);
-  m.ranges->run(s, [&](size_t t) {
-    int i = 0;
-    while (t >= m.firstTask[i + 1]) i++;
-    m.run(m.parts[i], t - m.firstTask[i]);
-  });
-}
 
 // ---- many rows without AVX2: float32 GEMM over expanded codes -----------------------------------
 
@@ -791,7 +781,6 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   }
   static thread_local QuantizedRows xq;
   quantize_activations(x, M, K, xq);
-  const size_t threads = static_cast<size_t>(pool_threads());
   MultiJob m{};
   m.count = count;
   m.firstTask[0] = 0;
@@ -819,9 +808,12 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     }
   }
 #endif
-  RangeChunks ranges(m.firstTask[count], threads);
-  m.ranges = &ranges;
-  parallel_for(ranges.tasks(), multi_task, &m);
+  // All the parts' chunks in order, one range per thread.
+  parallel_chunks(m.firstTask[count], [&](size_t t) {
+    int i = 0;
+    while (t >= m.firstTask[i + 1]) i++;
+    m.run(m.parts[i], t - m.firstTask[i]);
+  });
 }
 
 }  // namespace smolvlm

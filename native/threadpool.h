@@ -68,4 +68,12 @@ void parallel_for_each(size_t tasks, F& f) {
   parallel_for(tasks, [](void* c, size_t i) { (*static_cast<F*>(c))(i); }, &f);
 }
 
+// Runs f(chunk) for every chunk in [0, chunks), each pool thread over its own range (RangeChunks).
+template <class F>
+void parallel_chunks(size_t chunks, F&& f) {
+  RangeChunks ranges(chunks, static_cast<size_t>(pool_threads()));
+  auto thread = [&](size_t t) { ranges.run(t, f); };
+  parallel_for_each(ranges.tasks(), thread);
+}
+
 }  // namespace smolvlm
