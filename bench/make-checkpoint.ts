@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { parseModelConfig, readJsonFile, type ModelConfig } from "../src/io/config.js";
 import { encodeSafetensors, type Tensor } from "../src/io/safetensors.js";
 import { f32ToBf16 } from "../src/backend/dtype.js";
+import { dropFileCache } from "../src/backend/native-kernels.js";
 import { Random } from "../src/generation/sampler.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -112,6 +113,7 @@ export function makeCheckpoint(out: string, seed = 1): void {
   const tensors: Record<string, Tensor> = {};
   for (const [name, shape] of Object.entries(tensorShapes(config))) tensors[name] = drawTensor(name, shape, rng, name.includes("vision") ? config.vision.numLayers : config.text.numLayers);
   writeFileSync(join(out, "model.safetensors"), encodeSafetensors(tensors));
+  dropFileCache(join(out, "model.safetensors")); // as a download leaves it: read back in 2 MiB folios
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {

@@ -1,7 +1,10 @@
 // mapFile(path) -> ArrayBuffer over a read-only-in-practice, copy-on-write mapping of the whole
 // file. Weights are then used in place from the page cache: no read into the heap, no float32
 // copy, and pages the model never touches are never loaded. The mapping lives as long as any
-// view of the ArrayBuffer does (the finalizer unmaps it).
+// view of the ArrayBuffer does (the finalizer unmaps it). It is placed and advised so that the
+// kernel can map the file 2 MiB at a time (map_aligned): a first pass then faults 500 times
+// instead of 250,000, and decoding streams the weights without a TLB miss per 4 KiB
+// (BENCHMARKS.md section 16).
 #ifndef NAPI_VERSION
 #define NAPI_VERSION 8
 #endif
@@ -27,10 +30,20 @@
 namespace smolvlm {
 namespace {
 
+size_t element_bytes(napi_typedarray_type type) {
+  switch (type) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
+    default: return 4;
+  }
+}
+
 #ifndef _WIN32
 struct Mapping {
   void* addr;
   size_t size;
+  int fd;  // the mapped file, kept open for readMapped; -1: anonymous memory (allocPages)
 };
 
 // Live mappings, so that releasePages never discards pages of ordinary (heap) memory.
@@ -44,25 +57,51 @@ void Unmap(napi_env, void*, void* hint) {
     mappings.erase(std::remove(mappings.begin(), mappings.end(), m), mappings.end());
   }
   munmap(m->addr, m->size);
+  if (m->fd >= 0) close(m->fd);
   delete m;
 }
 
-size_t element_bytes(napi_typedarray_type type) {
-  switch (type) {
-    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
-    case napi_int16_array: case napi_uint16_array: return 2;
-    case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: return 8;
-    default: return 4;
-  }
-}
-
-bool inside_mapping(uintptr_t begin, uintptr_t end) {
+// The mapFile mapping that holds [begin, end), or null.
+const Mapping* mapping_of(uintptr_t begin, uintptr_t end) {
   std::lock_guard<std::mutex> lock(mappingsLock);
   for (const Mapping* m : mappings) {
     const auto base = reinterpret_cast<uintptr_t>(m->addr);
-    if (begin >= base && end <= base + m->size) return true;
+    if (begin >= base && end <= base + m->size) return m;
   }
-  return false;
+  return nullptr;
+}
+
+bool inside_mapping(uintptr_t begin, uintptr_t end) { return mapping_of(begin, end) != nullptr; }
+
+// mmap of a whole file at a 2 MiB-aligned address, with MADV_HUGEPAGE. A file page can only be
+// mapped as part of a 2 MiB page when its address and its file offset agree modulo 2 MiB, and the
+// kernel then does so for page-cache folios of that size, which reading the file through such a
+// mapping creates (mm/filemap.c readahead for VM_HUGEPAGE). A 500M checkpoint then takes about
+// 500 faults instead of 250,000, and decoding streams its weights without a TLB miss per 4 KiB.
+// Where the kernel or the filesystem keeps no such folios, this is an ordinary mapping.
+void* map_aligned(int fd, size_t size) {
+  constexpr size_t kHuge = size_t{2} << 20;
+  void* reserved = mmap(nullptr, size + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (reserved == MAP_FAILED) return mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  const auto base = reinterpret_cast<uintptr_t>(reserved);
+  const uintptr_t start = (base + kHuge - 1) / kHuge * kHuge;
+  void* addr = mmap(reinterpret_cast<void*>(start), size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  if (addr == MAP_FAILED) {
+    const int error = errno;  // for the caller's message
+    munmap(reserved, size + kHuge);
+    errno = error;
+    return MAP_FAILED;
+  }
+  // Give back the reservation around the file: the slack before it, and after it up to its end.
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t mapped = (size + page - 1) / page * page;
+  if (start > base) munmap(reserved, start - base);
+  const uintptr_t end = base + mapped + kHuge;
+  if (end > start + mapped) munmap(reinterpret_cast<void*>(start + mapped), end - start - mapped);
+#ifdef MADV_HUGEPAGE
+  madvise(addr, size, MADV_HUGEPAGE);
+#endif
+  return addr;
 }
 #endif
 
@@ -96,17 +135,19 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
   }
   size_t size = static_cast<size_t>(st.st_size);
   // Private and writable so that a stray write only copies a page instead of faulting; the
-  // engine never writes to weights.
-  void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  close(fd);
+  // engine never writes to weights. Placed on a 2 MiB boundary and advised huge pages: where the
+  // page cache holds the file in 2 MiB folios, each fault then maps 2 MiB (see map_aligned).
+  void* addr = map_aligned(fd, size);
   if (addr == MAP_FAILED) {
+    close(fd);
     napi_throw_error(env, "EMMAP", (std::string("mmap failed: ") + std::strerror(errno)).c_str());
     return nullptr;
   }
-  auto* mapping = new Mapping{addr, size};
+  auto* mapping = new Mapping{addr, size, fd};
   napi_value buffer;
   if (napi_create_external_arraybuffer(env, addr, size, Unmap, mapping, &buffer) != napi_ok) {
     munmap(addr, size);
+    close(fd);
     delete mapping;
     napi_throw_error(env, "EEXTERNAL", "cannot wrap the mapping as an ArrayBuffer");
     return nullptr;
@@ -115,6 +156,126 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
   mappings.push_back(mapping);
   return buffer;
 #endif
+}
+
+#ifndef _WIN32
+namespace {
+void UnmapPages(napi_env, void*, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  munmap(m->addr, m->size);
+  delete m;
+}
+}  // namespace
+#endif
+
+napi_value AllocPages(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  double requested = 0;
+  if (argc < 1 || napi_get_value_double(env, argv[0], &requested) != napi_ok || !(requested >= 1) || requested > 0x1p46) {
+    napi_throw_range_error(env, nullptr, "smolvlm native allocPages: expects a byte count from 1 to 2^46");
+    return nullptr;
+  }
+  const size_t bytes = static_cast<size_t>(requested);
+#ifdef _WIN32
+  napi_value buffer;
+  void* data = nullptr;
+  napi_create_arraybuffer(env, bytes, &data, &buffer);
+  return buffer;
+#else
+  // Over-map by one huge page, then trim, so that the block starts on a 2 MiB boundary: a huge
+  // page can only back a 2 MiB-aligned range.
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
+  void* raw = mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    napi_throw_error(env, "ENOMEM", (std::string("cannot allocate ") + std::to_string(bytes) + " bytes: " + std::strerror(errno)).c_str());
+    return nullptr;
+  }
+  const auto base = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t start = (base + kHuge - 1) / kHuge * kHuge;
+  if (start > base) munmap(raw, start - base);
+  if (base + kHuge > start) munmap(reinterpret_cast<void*>(start + size), base + kHuge - start);
+  void* addr = reinterpret_cast<void*>(start);
+#ifdef MADV_HUGEPAGE
+  madvise(addr, size, MADV_HUGEPAGE);
+#endif
+  auto* mapping = new Mapping{addr, size, -1};
+  napi_value buffer;
+  if (napi_create_external_arraybuffer(env, addr, bytes, UnmapPages, mapping, &buffer) != napi_ok) {
+    munmap(addr, size);
+    delete mapping;
+    napi_throw_error(env, "EEXTERNAL", "cannot wrap the pages as an ArrayBuffer");
+    return nullptr;
+  }
+  return buffer;
+#endif
+}
+
+napi_value DropFileCache(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "smolvlm native dropFileCache: expects a path");
+    return nullptr;
+  }
+  std::string path(len, '\0');
+  napi_get_value_string_utf8(env, argv[0], path.data(), len + 1, &len);
+  bool dropped = false;
+#if defined(__linux__) && defined(POSIX_FADV_DONTNEED)
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    // Only clean pages can be dropped: write the file's dirty pages out first.
+    dropped = fdatasync(fd) == 0 && posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0;
+    close(fd);
+  }
+#endif
+  napi_value out;
+  napi_get_boolean(env, dropped, &out);
+  return out;
+}
+
+napi_value CopyAndRelease(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  bool srcTyped = false, dstTyped = false;
+  if (argc < 2 || napi_is_typedarray(env, argv[0], &srcTyped) != napi_ok || napi_is_typedarray(env, argv[1], &dstTyped) != napi_ok || !srcTyped || !dstTyped) {
+    napi_throw_type_error(env, nullptr, "smolvlm native copyAndRelease: expects two typed arrays (source, destination)");
+    return nullptr;
+  }
+  napi_typedarray_type srcType, dstType;
+  size_t srcLength = 0, dstLength = 0;
+  void *src = nullptr, *dst = nullptr;
+  napi_get_typedarray_info(env, argv[0], &srcType, &srcLength, &src, nullptr, nullptr);
+  napi_get_typedarray_info(env, argv[1], &dstType, &dstLength, &dst, nullptr, nullptr);
+  const size_t bytes = srcLength * element_bytes(srcType);
+  if (bytes != dstLength * element_bytes(dstType)) {
+    napi_throw_range_error(env, nullptr, "smolvlm native copyAndRelease: source and destination differ in size");
+    return nullptr;
+  }
+  bool released = false;
+#ifndef _WIN32
+  const auto begin = reinterpret_cast<uintptr_t>(src);
+  const Mapping* m = mapping_of(begin, begin + bytes);
+  if (m != nullptr) {
+    std::memcpy(dst, src, bytes);
+    // The 2 MiB blocks around the copy, within the mapping. A neighbour in use faults its block
+    // back in at the next read (once, 2 MiB at a time); the page cache keeps every folio.
+    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+    const auto base = reinterpret_cast<uintptr_t>(m->addr);
+    const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+    const uintptr_t first = std::max(base, begin / kHuge * kHuge);
+    const uintptr_t last = std::min((base + m->size) / page * page, (begin + bytes + kHuge - 1) / kHuge * kHuge);
+    released = last <= first || madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0;
+  }
+#endif
+  napi_value result;
+  napi_get_boolean(env, released, &result);
+  return result;
 }
 
 napi_value ReleasePages(napi_env env, napi_callback_info info) {

@@ -6,6 +6,21 @@
 namespace smolvlm {
 // mapFile(path) -> ArrayBuffer backed by a private mapping of the file (see mmap.cc).
 napi_value MapFile(napi_env env, napi_callback_info info);
+// allocPages(bytes) -> ArrayBuffer over fresh zeroed anonymous memory that starts on a 2 MiB
+// boundary and asks for transparent huge pages (Linux; a plain ArrayBuffer elsewhere): for
+// weights made at load (repacked q4), which decoding streams once per token.
+napi_value AllocPages(napi_env env, napi_callback_info info);
+// dropFileCache(path) -> whether it did: writes the file's dirty pages out, then drops its pages
+// from the page cache (posix_fadvise DONTNEED; Linux only). For a file this package just wrote:
+// the next mapFile then reads it back in 2 MiB folios, where writing left 4 KiB ones.
+napi_value DropFileCache(napi_env env, napi_callback_info info);
+// copyAndRelease(src, dst) -> whether src lay in a mapFile mapping: then dst <- src's bytes and
+// the 2 MiB blocks of the mapping around src are unmapped (MADV_DONTNEED; the page cache keeps
+// them). For small tensors and embedding rows, read once or a few rows at a time: where the file
+// is mapped 2 MiB at a time, reading them would otherwise keep whole 2 MiB blocks resident. A
+// pread would not do: it fills a cold page cache with 4 KiB folios, which no later mapping can
+// map 2 MiB at a time.
+napi_value CopyAndRelease(napi_env env, napi_callback_info info);
 // releasePages(view) -> bytes given back: madvise(DONTNEED) on the whole pages under a typed
 // array, only when it lies inside a mapping made by mapFile (anything else: 0, nothing done).
 napi_value ReleasePages(napi_env env, napi_callback_info info);

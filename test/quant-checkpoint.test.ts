@@ -201,9 +201,12 @@ test("the quantized folder: config, copied files, stored tensors, and views into
   assert.ok(isQuantized(w) && w.dtype === "Q4_1" && w.mins !== null);
   assert.deepEqual(w.shape, [64, 64]);
   if (loadNativeKernels() !== null && process.env.SMOLVLM_MMAP !== "0") {
-    // With the addon the file is mapped: codes, scales and minimums are views into it, not copies.
+    // With the addon the file is mapped: tensors of 1 MiB or more are views into it, smaller ones
+    // (all of this tiny model's) are read from the file into their own arrays (SafetensorsFile.view).
     const size = statSync(join(dir, "model.safetensors")).size;
-    for (const a of [w.data, w.scales, w.mins!]) assert.equal(a.buffer.byteLength, size);
+    for (const a of [w.data, w.scales, w.mins!]) assert.equal(a.buffer.byteLength, a.byteLength);
+    const big = SafetensorsFile.open(join(dir, "model.safetensors")).readBytes("model.text_model.embed_tokens.weight");
+    assert.equal(big.buffer.byteLength, size, "the 6 MiB embedding table is a view");
   }
   store.close();
 });

@@ -9,8 +9,10 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { dropFileCache, loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
 import { f16ToF32 } from "../src/backend/dtype.js";
 import { encodeSafetensors, SafetensorsFile, type DType, type Tensor } from "../src/io/safetensors.js";
 import { QUANT_BLOCK, type QuantScheme, type QuantizedTensor } from "../src/quant/format.js";
@@ -304,10 +306,38 @@ describe("native quantized linear against the reference", { skip }, () => {
     assert.equal(packed.dtype, native!.info().packedQ4 ? "Q4_1x4" : "Q4_1");
     assert.equal(native!.packForDecoding!(q8), q8);
     assert.equal(native!.packForDecoding!(bf16), bf16);
+    if (native!.info().packedQ4) assert.deepEqual(packed.data, native!.packQ4(q4).data, "the arena's copy is packed as packQ4 packs");
     assert.equal(native!.packQ4(q4).data.length, 2 * 1 * 160, "6 rows: 2 groups of 4, 1 pair of blocks, 160 bytes each");
     const x = randomArray(64, 4);
     assert.ok(relL2(native!.linear(x, 1, packed), linearQuantizedReference(x, 1, q4, null)) <= 1e-5);
     assert.throws(() => tsKernels.linear(x, 1, native!.packQ4(q4)), /Q4_1x4 weight .* needs the native kernels/);
+  });
+});
+
+describe("pages: allocPages, dropFileCache", { skip }, () => {
+  test("allocPages gives zeroed memory of the size asked for, and names a bad size", () => {
+    const path = process.env.SMOLVLM_NATIVE_PATH ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "build", "Release", "smolvlm_native.node");
+    const addon = createRequire(import.meta.url)(path) as { allocPages(bytes: number): ArrayBuffer };
+    const pages = addon.allocPages(3 << 20);
+    assert.equal(pages.byteLength, 3 << 20);
+    assert.ok(new Uint8Array(pages).every((b) => b === 0), "zeroed");
+    new Uint8Array(pages).fill(7, 1 << 20, 2 << 20);
+    assert.throws(() => addon.allocPages(0), /allocPages: expects a byte count/);
+    assert.throws(() => addon.allocPages(Number.NaN), /allocPages: expects a byte count/);
+  });
+
+  test("dropFileCache leaves the file as it was, mapped or read; a missing file is only a false", () => {
+    const dir = mkdtempSync(join(tmpdir(), "smolvlm-drop-"));
+    try {
+      const w = randomWeight("BF16", 1100, 1024, 5); // 2.1 MiB: one whole 2 MiB page and a tail
+      const file = join(dir, "w.safetensors");
+      writeFileSync(file, encodeSafetensors({ w }));
+      assert.equal(dropFileCache(file), process.platform === "linux");
+      assert.deepEqual(SafetensorsFile.open(file).read("w").data, w.data);
+      assert.equal(dropFileCache(join(dir, "missing.safetensors")), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

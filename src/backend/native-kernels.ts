@@ -14,6 +14,7 @@ import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { PageArena } from "./page-arena.js";
 import { outputArray, type AttentionParams, type Kernels, type LinearWeight } from "./kernels.js";
 import type { DType, Tensor } from "../io/safetensors.js";
 import { allocateQuantized, isPackedQ4, isQuantized, QUANT_BLOCK, type PackedQ4Tensor, type QuantizedTensor, type QuantScheme } from "../quant/format.js";
@@ -45,6 +46,10 @@ interface NativeAddon {
   setIsa(isa: string): boolean;
   setQuantDot(name: string): boolean;
   mapFile(path: string): ArrayBuffer;
+  /** Zeroed memory on a 2 MiB boundary, with transparent huge pages asked for (Linux). */
+  allocPages(bytes: number): ArrayBuffer;
+  dropFileCache(path: string): boolean;
+  copyAndRelease(src: ArrayBufferView, dst: ArrayBufferView): boolean;
   measurePeakFlops(seconds: number): PeakFlops;
   measureBandwidth(bytes: number, seconds: number): Bandwidth;
 }
@@ -213,6 +218,32 @@ export function releasePages(view: ArrayBufferView): number {
   return a && typeof a.releasePages === "function" ? a.releasePages(view) : 0;
 }
 
+/**
+ * dst <- src's bytes when src views a file mapped by mapFile, and the mapping's 2 MiB blocks around
+ * src unmapped again (the page cache keeps them); false (dst untouched) otherwise or without the
+ * addon. For small tensors and embedding rows: mapFile maps weights 2 MiB at a time where it can,
+ * so reading them would keep whole blocks resident (at the 500M geometry, 50 MiB for the rows of
+ * one short prompt, over 100 MiB of released neighbours for a model quantized at load;
+ * BENCHMARKS.md section 16).
+ */
+export function copyAndRelease(src: ArrayBufferView, dst: ArrayBufferView): boolean {
+  const a = loadAddon();
+  return a !== null && typeof a.copyAndRelease === "function" ? a.copyAndRelease(src, dst) : false;
+}
+
+/**
+ * For a weights file this package has just written (a download, `smolvlm quantize`): writes it
+ * out and drops its pages from the page cache, so that the first mapFile reads it back in 2 MiB
+ * folios, which every later process then maps with huge pages. Writing leaves the cache in 4 KiB
+ * pages, and with those a 512x512 prompt's prefill at the 500M geometry took twice as long
+ * (BENCHMARKS.md section 16). Returns whether it did (false without the addon, off Linux, or on
+ * an error: nothing else changes then).
+ */
+export function dropFileCache(path: string): boolean {
+  const a = loadAddon();
+  return a !== null && typeof a.dropFileCache === "function" ? a.dropFileCache(path) : false;
+}
+
 /** Why the native kernels are unavailable (undefined when they loaded, or were not tried yet). */
 export function nativeLoadError(): string | undefined {
   return loadError;
@@ -281,6 +312,17 @@ export function loadNativeKernels(): NativeKernels | null {
     return y;
   };
 
+  /** Q4_1 repacked as Q4_1x4 into `allocate(bytes)`. */
+  const packQ4Into = (w: QuantizedTensor, allocate: (bytes: number) => Uint8Array): PackedQ4Tensor => {
+    if (w.dtype !== "Q4_1" || !w.mins) throw new TypeError(`packQ4: expects a Q4_1 weight, got ${w.dtype}`);
+    const [rows, cols] = w.shape;
+    const data = allocate(a.q4x4Bytes(rows, cols));
+    a.packQ4x4(w.data as Uint8Array, w.scales, w.mins, rows, cols, data);
+    return { dtype: "Q4_1x4", shape: [rows, cols], data };
+  };
+  // Repacked q4 weights on huge pages (page-arena.ts). An addon built before allocPages: plain arrays.
+  const decodeArena = new PageArena(typeof a.allocPages === "function" ? (bytes) => a.allocPages(bytes) : (bytes) => new ArrayBuffer(bytes));
+
   const kernels: NativeKernels = {
     name: "native",
     linearMode: "f32",
@@ -289,16 +331,10 @@ export function loadNativeKernels(): NativeKernels | null {
       shareable(weights) ? linearQuant(x, rows, weights, biases, outs) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i])),
     linearBf16: (x, rows, weight, bias, out) => linearWith(1, x, rows, weight, bias, out),
     linearF32: (x, rows, weight, bias, out) => linearWith(0, x, rows, weight, bias, out),
-    packQ4: (w) => {
-      if (w.dtype !== "Q4_1" || !w.mins) throw new TypeError(`packQ4: expects a Q4_1 weight, got ${w.dtype}`);
-      const [rows, cols] = w.shape;
-      const data = new Uint8Array(a.q4x4Bytes(rows, cols));
-      a.packQ4x4(w.data as Uint8Array, w.scales, w.mins, rows, cols, data);
-      return { dtype: "Q4_1x4", shape: [rows, cols], data };
-    },
+    packQ4: (w) => packQ4Into(w, (bytes) => new Uint8Array(bytes)),
     packForDecoding: (w) => {
       if (!isQuantized(w) || w.dtype !== "Q4_1" || !a.info().packedQ4) return w;
-      const packed = kernels.packQ4(w);
+      const packed = packQ4Into(w, (bytes) => decodeArena.take(Uint8Array, bytes));
       // The canonical copy is not read again: a file-mapped one gives its pages back (a quantized
       // checkpoint); one made at load is garbage once the caller drops it.
       for (const view of [w.data, w.scales, w.mins!]) releasePages(view);

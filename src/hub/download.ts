@@ -14,6 +14,7 @@ import { SmolVLMError } from "../errors.js";
 import { authHeaders, hubError, HubHttpError, HubUnreachableError, hubFetch, type FileMetadata } from "./api.js";
 import { etagKind, removeFile, statOrUndefined, type HubEnv, type RepoCache } from "./cache.js";
 import { formatSize, type ProgressSink } from "./progress.js";
+import { dropFileCache } from "../backend/native-kernels.js";
 
 // ---------------------------------------------------------------------------------------------------------
 // Hashing
@@ -136,6 +137,7 @@ export async function downloadBlob(o: BlobDownloadOptions): Promise<string> {
       throw e;
     }
     renameSync(incomplete, blob);
+    if (o.file.endsWith(".safetensors")) dropFileCache(blob); // read back in 2 MiB folios (native-kernels.ts)
     return blob;
   } finally {
     release?.();

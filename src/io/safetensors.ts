@@ -10,7 +10,10 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
-import { mapFile } from "../backend/native-kernels.js";
+import { mapFile, copyAndRelease } from "../backend/native-kernels.js";
+
+/** Tensors smaller than this are copied out of a mapped file rather than viewed (see view). */
+const SMALL_TENSOR_BYTES = 1 << 20;
 
 export type DType = "F32" | "BF16" | "F16";
 export type IntDType = "I8" | "U8";
@@ -223,7 +226,13 @@ export class SafetensorsFile {
   private view<T extends Float32Array | Uint16Array | Int8Array | Uint8Array>(offset: number, count: number, Kind: TypedArrayKind<T>): T {
     const width = Kind.BYTES_PER_ELEMENT;
     if ("mapped" in this.source && (this.source.mapped.byteOffset + offset) % width === 0) {
-      return new Kind(this.source.mapped.buffer, this.source.mapped.byteOffset + offset, count);
+      const view = new Kind(this.source.mapped.buffer, this.source.mapped.byteOffset + offset, count);
+      // A small tensor (a norm, a bias) is copied out instead, and its block of the mapping given
+      // back: mapFile maps weights 2 MiB at a time where it can, so a view would keep its
+      // neighbours resident too, even after a model quantized at load has released them.
+      if (view.byteLength >= SMALL_TENSOR_BYTES) return view;
+      const copy = new Kind(count);
+      return copyAndRelease(view, copy) ? copy : view;
     }
     const data = new Kind(count);
     readExactly(this.source, this.path, new Uint8Array(data.buffer), offset);

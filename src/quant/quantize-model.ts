@@ -17,7 +17,7 @@ import { WeightStore } from "../io/checkpoint.js";
 import { BYTES_PER_ELEMENT, isFloat, type StoredDType } from "../io/safetensors.js";
 import { writeSafetensors, type TensorSpec } from "../io/safetensors-writer.js";
 import { MODEL_FILES, WEIGHTS_FILE, WEIGHTS_INDEX } from "../hub/resolve.js";
-import { releasePages } from "../backend/native-kernels.js";
+import { dropFileCache, releasePages } from "../backend/native-kernels.js";
 import { QUANT_BLOCK, QUANT_SCHEMES, quantizable, quantizedLayout, quantizedNames, type QuantizationConfig, type QuantScheme } from "./format.js";
 import { quantizeAndRelease } from "./quantize.js";
 
@@ -91,6 +91,7 @@ export function quantizeCheckpoint(options: QuantizeCheckpointOptions): Quantize
     const bytesBefore = store.paths().reduce((n, p) => n + statSync(p).size, 0);
     const metadata = { format: "pt", quant_method: "smolvlm", scheme };
     const bytesAfter = writeSafetensors(join(out, WEIGHTS_FILE), specs, tensorData(store, plan, scheme, options.onProgress), metadata);
+    dropFileCache(join(out, WEIGHTS_FILE)); // read back in 2 MiB folios (native-kernels.ts)
     copyInferenceFiles(source, out);
     const quantization: QuantizationConfig = { quant_method: "smolvlm", scheme, block_size: QUANT_BLOCK, modules_not_quantized: keptModules(plan) };
     writeFileSync(join(out, "config.json"), JSON.stringify({ ...configJson, quantization_config: quantization }, null, 2) + "\n");

@@ -1,0 +1,96 @@
+/**
+ * Decode steps over the same checkpoint cached two ways, in one process (section 16 of
+ * BENCHMARKS.md): a copy as writing leaves it (4 KiB page-cache folios) and a copy dropped from the
+ * cache with dropFileCache and read back through mapFile's mapping (2 MiB folios, mapped 2 MiB at
+ * a time where the kernel and filesystem allow). Prints load, first prefill and the median step of
+ * each, and how much of each copy is mapped 2 MiB at a time (FilePmdMapped, Linux).
+ *
+ *   node dist/bench/page-cache.js [--model /tmp/smolvlm-500m-shaped] [--dtype bf16] [--context 876] [--steps 16] [--rounds 15]
+ *
+ * The two copies (about 1 GB each at the 500M geometry) go to a temporary folder, removed at the
+ * end. In one process the two models also compete for the TLB; whole CLI runs in separate
+ * processes (model-500m.js --model DIR) are what a user sees.
+ */
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { dropFileCache, loadNativeKernels } from "../src/backend/native-kernels.js";
+import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
+import type { KVCache } from "../src/model/kv-cache.js";
+
+const { values: v } = parseArgs({
+  options: {
+    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
+    dtype: { type: "string", default: "bf16" },
+    context: { type: "string", default: "876" },
+    steps: { type: "string", default: "16" },
+    rounds: { type: "string", default: "15" },
+  },
+});
+const native = loadNativeKernels();
+if (!native) throw new Error("page-cache needs the native kernels");
+const dtype = v.dtype as DTypeMode;
+native.linearMode = linearModeFor(dtype, native.info().bf16Native);
+const [context, steps, rounds] = [Number(v.context), Number(v.steps), Number(v.rounds)];
+
+/** MiB of this process's file mappings mapped 2 MiB at a time. */
+function pmdMappedMiB(): number {
+  const m = /FilePmdMapped:\s+(\d+)/.exec(readFileSync("/proc/self/smaps_rollup", "utf8"));
+  return m ? Math.round(Number(m[1]) / 1024) : 0;
+}
+
+interface Case {
+  name: string;
+  vlm: SmolVLM;
+  cache: KVCache;
+  loadMs: number;
+  prefillMs: number;
+  pmdMiB: number;
+  times: number[];
+}
+
+async function prepare(name: string, dir: string): Promise<Case> {
+  const before = pmdMappedMiB();
+  const t0 = performance.now();
+  const vlm = await SmolVLM.load(dir, { dtype, kernels: native! });
+  const loadMs = performance.now() - t0;
+  const t1 = performance.now();
+  const cache = vlm.model.text.newCache(context + steps + 1);
+  for (let s = 0; s < context; s += 256) {
+    const ids = Array.from({ length: Math.min(256, context - s) }, (_, i) => 100 + ((s + i) % 1000));
+    vlm.model.forward(vlm.model.embedWithImages(ids, null), ids.length, cache);
+  }
+  return { name, vlm, cache, loadMs, prefillMs: performance.now() - t1, pmdMiB: pmdMappedMiB() - before, times: [] };
+}
+
+/** Mean time of one step over `steps` steps from the prefilled context. */
+function decode(c: Case): number {
+  c.cache.length = context;
+  const m = c.vlm.model;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) m.forward(m.embedWithImages([300 + i], null), 1, c.cache);
+  return (performance.now() - t0) / steps;
+}
+
+const dir = mkdtempSync(join(tmpdir(), "smolvlm-page-cache-"));
+try {
+  const small = join(dir, "as-written"), huge = join(dir, "read-back");
+  cpSync(v.model!, small, { recursive: true });
+  cpSync(v.model!, huge, { recursive: true });
+  if (!dropFileCache(join(huge, "model.safetensors"))) console.log("(dropFileCache did nothing here: both copies stay as written)");
+  const cases = [await prepare("4 KiB folios (as written)", small), await prepare("read back after dropFileCache", huge)];
+  for (const c of cases) decode(c); // warm-up
+  for (let r = 0; r < rounds; r++) for (const c of cases) c.times.push(decode(c));
+  const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
+  const base = median(cases[0]!.times);
+  for (const c of cases) {
+    const step = median(c.times);
+    console.log(
+      `${c.name}: ${c.pmdMiB} MiB mapped 2 MiB at a time; load ${c.loadMs.toFixed(0)} ms, first prefill (${context} tokens) ${c.prefillMs.toFixed(0)} ms, ` +
+        `${dtype} step ${step.toFixed(2)} ms (${(1000 / step).toFixed(1)} tok/s), ${(base / step).toFixed(3)}x`,
+    );
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
