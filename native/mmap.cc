@@ -39,6 +39,34 @@ size_t element_bytes(napi_typedarray_type type) {
   }
 }
 
+// The first argument as a path; throws and returns false when it is not a string.
+bool path_arg(napi_env env, napi_callback_info info, const char* fn, std::string* path) {
+  napi_value argv[1];
+  size_t argc = 1;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, (std::string("smolvlm native ") + fn + ": expects a path").c_str());
+    return false;
+  }
+  path->assign(len, '\0');
+  napi_get_value_string_utf8(env, argv[0], path->data(), len + 1, &len);
+  return true;
+}
+
+// A typed array's data and size in bytes; false when v is not a typed array.
+bool typed_array_bytes(napi_env env, napi_value v, char** data, size_t* bytes) {
+  bool isTyped = false;
+  if (napi_is_typedarray(env, v, &isTyped) != napi_ok || !isTyped) return false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* p = nullptr;
+  napi_get_typedarray_info(env, v, &type, &length, &p, nullptr, nullptr);
+  *data = static_cast<char*>(p);
+  *bytes = length * element_bytes(type);
+  return true;
+}
+
 #ifndef _WIN32
 struct Mapping {
   void* addr;
@@ -108,16 +136,8 @@ void* map_aligned(int fd, size_t size) {
 }  // namespace
 
 napi_value MapFile(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  size_t argc = 1;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "smolvlm native mapFile: expects a path");
-    return nullptr;
-  }
-  std::string path(len, '\0');
-  napi_get_value_string_utf8(env, argv[0], path.data(), len + 1, &len);
+  std::string path;
+  if (!path_arg(env, info, "mapFile", &path)) return nullptr;
 #ifdef _WIN32
   napi_throw_error(env, "ENOSYS", "smolvlm native mapFile: not available on Windows");
   return nullptr;
@@ -214,16 +234,8 @@ napi_value AllocPages(napi_env env, napi_callback_info info) {
 }
 
 napi_value DropFileCache(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  size_t argc = 1;
-  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
-    napi_throw_type_error(env, nullptr, "smolvlm native dropFileCache: expects a path");
-    return nullptr;
-  }
-  std::string path(len, '\0');
-  napi_get_value_string_utf8(env, argv[0], path.data(), len + 1, &len);
+  std::string path;
+  if (!path_arg(env, info, "dropFileCache", &path)) return nullptr;
   bool dropped = false;
 #if defined(__linux__) && defined(POSIX_FADV_DONTNEED)
   const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -242,18 +254,13 @@ napi_value CopyAndRelease(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   size_t argc = 2;
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  bool srcTyped = false, dstTyped = false;
-  if (argc < 2 || napi_is_typedarray(env, argv[0], &srcTyped) != napi_ok || napi_is_typedarray(env, argv[1], &dstTyped) != napi_ok || !srcTyped || !dstTyped) {
+  char *src = nullptr, *dst = nullptr;
+  size_t bytes = 0, dstBytes = 0;
+  if (argc < 2 || !typed_array_bytes(env, argv[0], &src, &bytes) || !typed_array_bytes(env, argv[1], &dst, &dstBytes)) {
     napi_throw_type_error(env, nullptr, "smolvlm native copyAndRelease: expects two typed arrays (source, destination)");
     return nullptr;
   }
-  napi_typedarray_type srcType, dstType;
-  size_t srcLength = 0, dstLength = 0;
-  void *src = nullptr, *dst = nullptr;
-  napi_get_typedarray_info(env, argv[0], &srcType, &srcLength, &src, nullptr, nullptr);
-  napi_get_typedarray_info(env, argv[1], &dstType, &dstLength, &dst, nullptr, nullptr);
-  const size_t bytes = srcLength * element_bytes(srcType);
-  if (bytes != dstLength * element_bytes(dstType)) {
+  if (bytes != dstBytes) {
     napi_throw_range_error(env, nullptr, "smolvlm native copyAndRelease: source and destination differ in size");
     return nullptr;
   }
@@ -282,19 +289,16 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   size_t argc = 1;
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  bool isTyped = false;
-  if (argc < 1 || napi_is_typedarray(env, argv[0], &isTyped) != napi_ok || !isTyped) {
+  char* data = nullptr;
+  size_t bytes = 0;
+  if (argc < 1 || !typed_array_bytes(env, argv[0], &data, &bytes)) {
     napi_throw_type_error(env, nullptr, "smolvlm native releasePages: expects a typed array");
     return nullptr;
   }
-  napi_typedarray_type type;
-  size_t length = 0, offset = 0;
-  void* data = nullptr;
-  napi_get_typedarray_info(env, argv[0], &type, &length, &data, nullptr, &offset);
   double released = 0;
 #ifndef _WIN32
   const auto begin = reinterpret_cast<uintptr_t>(data);
-  const auto end = begin + length * element_bytes(type);
+  const auto end = begin + bytes;
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
   if (last > first && inside_mapping(begin, end) && madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0) {

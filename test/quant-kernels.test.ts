@@ -10,9 +10,9 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { dropFileCache, loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
+import { copyAndRelease, dropFileCache, loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
 import { f16ToF32 } from "../src/backend/dtype.js";
 import { encodeSafetensors, SafetensorsFile, type DType, type Tensor } from "../src/io/safetensors.js";
 import { QUANT_BLOCK, type QuantScheme, type QuantizedTensor } from "../src/quant/format.js";
@@ -314,16 +314,41 @@ describe("native quantized linear against the reference", { skip }, () => {
   });
 });
 
-describe("pages: allocPages, dropFileCache", { skip }, () => {
+/** The addon's own functions, for their argument checks (as native-kernels.ts finds it). */
+function rawAddon(): unknown {
+  const path = process.env.SMOLVLM_NATIVE_PATH ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "build", "Release", "smolvlm_native.node");
+  return createRequire(import.meta.url)(resolve(path));
+}
+
+describe("pages: allocPages, copyAndRelease, dropFileCache", { skip }, () => {
   test("allocPages gives zeroed memory of the size asked for, and names a bad size", () => {
-    const path = process.env.SMOLVLM_NATIVE_PATH ?? join(dirname(fileURLToPath(import.meta.url)), "..", "..", "build", "Release", "smolvlm_native.node");
-    const addon = createRequire(import.meta.url)(path) as { allocPages(bytes: number): ArrayBuffer };
+    const addon = rawAddon() as { allocPages(bytes: number): ArrayBuffer };
     const pages = addon.allocPages(3 << 20);
     assert.equal(pages.byteLength, 3 << 20);
     assert.ok(new Uint8Array(pages).every((b) => b === 0), "zeroed");
     new Uint8Array(pages).fill(7, 1 << 20, 2 << 20);
     assert.throws(() => addon.allocPages(0), /allocPages: expects a byte count/);
     assert.throws(() => addon.allocPages(Number.NaN), /allocPages: expects a byte count/);
+  });
+
+  test("copyAndRelease copies out of a mapped file only, and names what is wrong with its arguments", () => {
+    const dir = mkdtempSync(join(tmpdir(), "smolvlm-copy-"));
+    try {
+      const w = randomWeight("BF16", 3000, 1024, 6); // 6 MiB: mapped, not copied, by SafetensorsFile
+      const file = join(dir, "w.safetensors");
+      writeFileSync(file, encodeSafetensors({ w }));
+      const mapped = SafetensorsFile.open(file).read("w").data as Uint16Array;
+      const row = new Uint16Array(1024);
+      assert.equal(copyAndRelease(mapped.subarray(2048 * 1024, 2049 * 1024), row), process.platform !== "win32");
+      assert.deepEqual(row, (w.data as Uint16Array).subarray(2048 * 1024, 2049 * 1024));
+      assert.deepEqual(mapped, w.data, "the released blocks read the same afterwards");
+      assert.equal(copyAndRelease(new Uint16Array(4), new Uint16Array(4)), false, "heap memory: nothing done");
+      const addon = rawAddon() as { copyAndRelease(src: unknown, dst: unknown): boolean };
+      assert.throws(() => addon.copyAndRelease(mapped.subarray(0, 4), new Uint16Array(5)), /copyAndRelease: source and destination differ in size/);
+      assert.throws(() => addon.copyAndRelease([1], new Uint16Array(1)), /copyAndRelease: expects two typed arrays/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("dropFileCache leaves the file as it was, mapped or read; a missing file is only a false", () => {
