@@ -16,10 +16,9 @@ napi_value AllocPages(napi_env env, napi_callback_info info);
 napi_value DropFileCache(napi_env env, napi_callback_info info);
 // copyAndRelease(src, dst) -> whether src lay in a mapFile mapping: then dst <- src's bytes and
 // the 2 MiB blocks of the mapping around src are unmapped (MADV_DONTNEED; the page cache keeps
-// them). For small tensors and embedding rows, read once or a few rows at a time: where the file
-// is mapped 2 MiB at a time, reading them would otherwise keep whole 2 MiB blocks resident. A
-// pread would not do: it fills a cold page cache with 4 KiB folios, which no later mapping can
-// map 2 MiB at a time.
+// them). For small tensors read once at load: where the file is mapped 2 MiB at a time, a view
+// would keep whole blocks of their neighbours resident. A pread would not do: it fills a cold page
+// cache with 4 KiB folios, which no later mapping can map 2 MiB at a time.
 napi_value CopyAndRelease(napi_env env, napi_callback_info info);
 // releasePages(view) -> bytes given back: madvise(DONTNEED) on the whole pages under a typed
 // array, only when it lies inside a mapping made by mapFile (anything else: 0, nothing done).

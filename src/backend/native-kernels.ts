@@ -221,10 +221,9 @@ export function releasePages(view: ArrayBufferView): number {
 /**
  * dst <- src's bytes when src views a file mapped by mapFile, and the mapping's 2 MiB blocks around
  * src unmapped again (the page cache keeps them); false (dst untouched) otherwise or without the
- * addon. For small tensors and embedding rows: mapFile maps weights 2 MiB at a time where it can,
- * so reading them would keep whole blocks resident (at the 500M geometry, 50 MiB for the rows of
- * one short prompt, over 100 MiB of released neighbours for a model quantized at load;
- * BENCHMARKS.md section 16).
+ * addon. For small tensors (norms, biases): mapFile maps weights 2 MiB at a time where it can, so
+ * a view would keep whole blocks of neighbours resident (over 100 MiB of released weights for a
+ * model quantized at load at the 500M geometry; BENCHMARKS.md section 16).
  */
 export function copyAndRelease(src: ArrayBufferView, dst: ArrayBufferView): boolean {
   const a = loadAddon();

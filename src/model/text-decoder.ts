@@ -7,7 +7,7 @@ import type { WeightStore } from "../io/checkpoint.js";
 import type { Tensor } from "../io/safetensors.js";
 import type { Kernels, LinearWeight } from "../backend/kernels.js";
 import { toFloat32, widenRows } from "../backend/dtype.js";
-import { copyAndRelease } from "../backend/native-kernels.js";
+import { releasePages } from "../backend/native-kernels.js";
 import { RotaryTable } from "./rope.js";
 import { KVCache, type KVDType } from "./kv-cache.js";
 
@@ -86,8 +86,8 @@ export class TextDecoder {
   readonly config: TextConfig;
   private readonly kernels: Kernels;
   private readonly embedTokens: Tensor;
-  /** A row buffer when lookups copy rows out of a mapped table (see embed); else null. */
-  private readonly embedRow: Tensor | null;
+  /** Whether embedding lookups are the table's only reader (an untied or quantized lm_head). */
+  private readonly sparseEmbeddings: boolean;
   private readonly layers: DecoderLayer[];
   private readonly finalNorm: Float32Array;
   private readonly lmHead: LinearWeight;
@@ -113,9 +113,9 @@ export class TextDecoder {
     // quantized copy); some untied exports omit it too.
     const untied = !tieWordEmbeddings && store.has("lm_head.weight");
     this.lmHead = untied ? linear("lm_head.weight", [config.vocabSize, h]) : forDecoding(store.getTiedLinear("lm_head.weight", [config.vocabSize, h], this.embedTokens));
-    // Unless the lm_head streams the whole table every token, lookups read a few rows: each is
-    // copied out and its block of the mapping given back (copyAndRelease).
-    this.embedRow = this.lmHead === this.embedTokens ? null : { dtype: this.embedTokens.dtype, shape: [1, h], data: this.embedTokens.dtype === "F32" ? new Float32Array(h) : new Uint16Array(h) };
+    // Unless the lm_head streams the whole table every token, lookups read a few rows, and give
+    // the table's pages back after each call (see embed).
+    this.sparseEmbeddings = this.lmHead !== this.embedTokens;
     this.rotary = new RotaryTable(config.headDim, config.rope);
   }
 
@@ -131,11 +131,11 @@ export class TextDecoder {
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) throw new RangeError(`token id ${id} is outside the vocabulary (size ${this.config.vocabSize})`);
-      const row = out.subarray(i * h, (i + 1) * h);
-      const e = this.embedRow;
-      if (e && copyAndRelease(this.embedTokens.data.subarray(id * h, (id + 1) * h), e.data)) widenRows(e, 0, 1, row);
-      else widenRows(this.embedTokens, id, 1, row);
+      widenRows(this.embedTokens, id, 1, out.subarray(i * h, (i + 1) * h));
     }
+    // Where mapFile maps the file 2 MiB at a time, each row read made its whole block resident
+    // (50 MiB for one short prompt at the 500M geometry): give the mapped table's pages back.
+    if (this.sparseEmbeddings) releasePages(this.embedTokens.data);
     return out;
   }
 
