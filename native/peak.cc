@@ -21,6 +21,7 @@
 #include "cpu.h"
 #include "simd.h"
 #include "threadpool.h"
+#include "mmap.h"
 
 namespace smolvlm {
 
@@ -322,6 +323,9 @@ napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
   const size_t tasks = n / chunk_floats;
   ScratchBuffer<float> buf;
   float* p = buf.get(n);
+  // On 2 MiB pages, as mapFile maps weights where it can: over 4 KiB pages this loop read 60-63
+  // GB/s where it reads 76 on 2 MiB ones (BENCHMARKS.md section 16), and the bound would be low.
+  prepare_output_pages(p, n * sizeof(float));
   const PeakImpl impl = current_impl();
   std::vector<float> sums(tasks, 0.0f);
   auto touch = [&](size_t t) {
