@@ -21,6 +21,7 @@ import type { Kernels } from "../src/backend/kernels.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
 import { linearModeFor, SmolVLM, type DTypeMode } from "../src/smolvlm.js";
 import { join } from "node:path";
+import { prefilledCache } from "./decode-loop.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -71,13 +72,7 @@ async function profileDecode(): Promise<void> {
   const stats = new Map<string, { calls: number; ms: number }>();
   const vlm = await SmolVLM.load(v.model!, { dtype, kernels: timed(native!, stats) });
   const m = vlm.model;
-  const caches = Array.from({ length: streams }, () => m.text.newCache(context + steps + 1));
-  for (const cache of caches) {
-    for (let s = 0; s < context; s += 256) {
-      const ids = Array.from({ length: Math.min(256, context - s) }, (_, i) => 100 + ((s + i) % 1000));
-      m.forward(m.embedWithImages(ids, null), ids.length, cache);
-    }
-  }
+  const caches = Array.from({ length: streams }, () => prefilledCache(m, context, steps));
   stats.clear();
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) {

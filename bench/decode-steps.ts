@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { loadNativeKernels } from "../src/backend/native-kernels.js";
 import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
+import { prefilledCache, timeDecodeSteps } from "./decode-loop.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -30,20 +31,8 @@ native.linearMode = linearModeFor(dtype, native.info().bf16Native);
 
 const [context, steps, rounds] = [Number(v.context), Number(v.steps), Number(v.rounds)];
 const vlm = await SmolVLM.load(v.model!, { dtype, kernels: native });
-const cache = vlm.model.text.newCache(context + steps + 1);
-for (let s = 0; s < context; s += 256) {
-  const ids = Array.from({ length: Math.min(256, context - s) }, (_, i) => 100 + ((s + i) % 1000));
-  vlm.model.forward(vlm.model.embedWithImages(ids, null), ids.length, cache);
-}
-
-/** Mean time of one step over `steps` steps from the prefilled context. */
-function decode(): number {
-  cache.length = context;
-  const m = vlm.model;
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) m.forward(m.embedWithImages([300 + i], null), 1, cache);
-  return (performance.now() - t0) / steps;
-}
+const cache = prefilledCache(vlm.model, context, steps);
+const decode = (): number => timeDecodeSteps(vlm.model, cache, context, steps);
 
 decode(); // warm-up
 const times = Array.from({ length: rounds }, decode).sort((p, q) => p - q);

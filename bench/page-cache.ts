@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { dropFileCache, loadNativeKernels } from "../src/backend/native-kernels.js";
 import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
 import type { KVCache } from "../src/model/kv-cache.js";
+import { prefilledCache, timeDecodeSteps } from "./decode-loop.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -56,22 +57,11 @@ async function prepare(name: string, dir: string): Promise<Case> {
   const vlm = await SmolVLM.load(dir, { dtype, kernels: native! });
   const loadMs = performance.now() - t0;
   const t1 = performance.now();
-  const cache = vlm.model.text.newCache(context + steps + 1);
-  for (let s = 0; s < context; s += 256) {
-    const ids = Array.from({ length: Math.min(256, context - s) }, (_, i) => 100 + ((s + i) % 1000));
-    vlm.model.forward(vlm.model.embedWithImages(ids, null), ids.length, cache);
-  }
+  const cache = prefilledCache(vlm.model, context, steps);
   return { name, vlm, cache, loadMs, prefillMs: performance.now() - t1, pmdMiB: pmdMappedMiB() - before, times: [] };
 }
 
-/** Mean time of one step over `steps` steps from the prefilled context. */
-function decode(c: Case): number {
-  c.cache.length = context;
-  const m = c.vlm.model;
-  const t0 = performance.now();
-  for (let i = 0; i < steps; i++) m.forward(m.embedWithImages([300 + i], null), 1, c.cache);
-  return (performance.now() - t0) / steps;
-}
+const decode = (c: Case): number => timeDecodeSteps(c.vlm.model, c.cache, context, steps);
 
 const dir = mkdtempSync(join(tmpdir(), "smolvlm-page-cache-"));
 try {

@@ -28,6 +28,10 @@
 #include "mmap.h"
 
 namespace smolvlm {
+
+// A transparent huge page: it backs only a range aligned to its size.
+constexpr size_t kHugePage = size_t{2} << 20;
+
 namespace {
 
 size_t element_bytes(napi_typedarray_type type) {
@@ -71,7 +75,6 @@ bool typed_array_bytes(napi_env env, napi_value v, char** data, size_t* bytes) {
 struct Mapping {
   void* addr;
   size_t size;
-  int fd;  // the mapped file, kept open for readMapped; -1: anonymous memory (allocPages)
 };
 
 // Live mappings, so that releasePages never discards pages of ordinary (heap) memory.
@@ -85,7 +88,6 @@ void Unmap(napi_env, void*, void* hint) {
     mappings.erase(std::remove(mappings.begin(), mappings.end(), m), mappings.end());
   }
   munmap(m->addr, m->size);
-  if (m->fd >= 0) close(m->fd);
   delete m;
 }
 
@@ -101,6 +103,21 @@ const Mapping* mapping_of(uintptr_t begin, uintptr_t end) {
 
 bool inside_mapping(uintptr_t begin, uintptr_t end) { return mapping_of(begin, end) != nullptr; }
 
+// `bytes` (whole pages) of fresh anonymous read-write memory starting on a 2 MiB boundary, or
+// MAP_FAILED with errno set: one huge page more is mapped, then the slack on either side trimmed.
+void* map_aligned_anonymous(size_t bytes) {
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t size = (bytes + page - 1) / page * page;
+  void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) return MAP_FAILED;
+  const auto base = reinterpret_cast<uintptr_t>(raw);
+  const uintptr_t start = (base + kHugePage - 1) / kHugePage * kHugePage;
+  if (start > base) munmap(raw, start - base);
+  const uintptr_t end = base + size + kHugePage;
+  if (end > start + size) munmap(reinterpret_cast<void*>(start + size), end - start - size);
+  return reinterpret_cast<void*>(start);
+}
+
 // mmap of a whole file at a 2 MiB-aligned address, with MADV_HUGEPAGE. A file page can only be
 // mapped as part of a 2 MiB page when its address and its file offset agree modulo 2 MiB, and the
 // kernel then does so for page-cache folios of that size, which reading the file through such a
@@ -108,24 +125,16 @@ bool inside_mapping(uintptr_t begin, uintptr_t end) { return mapping_of(begin, e
 // 500 faults instead of 250,000, and decoding streams its weights without a TLB miss per 4 KiB.
 // Where the kernel or the filesystem keeps no such folios, this is an ordinary mapping.
 void* map_aligned(int fd, size_t size) {
-  constexpr size_t kHuge = size_t{2} << 20;
-  void* reserved = mmap(nullptr, size + kHuge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* reserved = map_aligned_anonymous(size);
   if (reserved == MAP_FAILED) return mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
-  const auto base = reinterpret_cast<uintptr_t>(reserved);
-  const uintptr_t start = (base + kHuge - 1) / kHuge * kHuge;
-  void* addr = mmap(reinterpret_cast<void*>(start), size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  // The file replaces the reservation, at the same address.
+  void* addr = mmap(reserved, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
   if (addr == MAP_FAILED) {
     const int error = errno;  // for the caller's message
-    munmap(reserved, size + kHuge);
+    munmap(reserved, size);
     errno = error;
     return MAP_FAILED;
   }
-  // Give back the reservation around the file: the slack before it, and after it up to its end.
-  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-  const size_t mapped = (size + page - 1) / page * page;
-  if (start > base) munmap(reserved, start - base);
-  const uintptr_t end = base + mapped + kHuge;
-  if (end > start + mapped) munmap(reinterpret_cast<void*>(start + mapped), end - start - mapped);
 #ifdef MADV_HUGEPAGE
   madvise(addr, size, MADV_HUGEPAGE);
 #endif
@@ -158,16 +167,15 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
   // engine never writes to weights. Placed on a 2 MiB boundary and advised huge pages: where the
   // page cache holds the file in 2 MiB folios, each fault then maps 2 MiB (see map_aligned).
   void* addr = map_aligned(fd, size);
+  close(fd);  // the mapping keeps the file
   if (addr == MAP_FAILED) {
-    close(fd);
     napi_throw_error(env, "EMMAP", (std::string("mmap failed: ") + std::strerror(errno)).c_str());
     return nullptr;
   }
-  auto* mapping = new Mapping{addr, size, fd};
+  auto* mapping = new Mapping{addr, size};
   napi_value buffer;
   if (napi_create_external_arraybuffer(env, addr, size, Unmap, mapping, &buffer) != napi_ok) {
     munmap(addr, size);
-    close(fd);
     delete mapping;
     napi_throw_error(env, "EEXTERNAL", "cannot wrap the mapping as an ArrayBuffer");
     return nullptr;
@@ -204,24 +212,17 @@ napi_value AllocPages(napi_env env, napi_callback_info info) {
   napi_create_arraybuffer(env, bytes, &data, &buffer);
   return buffer;
 #else
-  // Over-map by one huge page, then trim, so that the block starts on a 2 MiB boundary: a huge
-  // page can only back a 2 MiB-aligned range.
-  constexpr size_t kHuge = size_t{2} << 20;
-  const size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
-  void* raw = mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (raw == MAP_FAILED) {
+  // On a 2 MiB boundary, and a whole number of huge pages, so that huge pages can back all of it.
+  const size_t size = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  void* addr = map_aligned_anonymous(size);
+  if (addr == MAP_FAILED) {
     napi_throw_error(env, "ENOMEM", (std::string("cannot allocate ") + std::to_string(bytes) + " bytes: " + std::strerror(errno)).c_str());
     return nullptr;
   }
-  const auto base = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t start = (base + kHuge - 1) / kHuge * kHuge;
-  if (start > base) munmap(raw, start - base);
-  if (base + kHuge > start) munmap(reinterpret_cast<void*>(start + size), base + kHuge - start);
-  void* addr = reinterpret_cast<void*>(start);
 #ifdef MADV_HUGEPAGE
   madvise(addr, size, MADV_HUGEPAGE);
 #endif
-  auto* mapping = new Mapping{addr, size, -1};
+  auto* mapping = new Mapping{addr, size};
   napi_value buffer;
   if (napi_create_external_arraybuffer(env, addr, bytes, UnmapPages, mapping, &buffer) != napi_ok) {
     munmap(addr, size);
@@ -272,11 +273,10 @@ napi_value CopyAndRelease(napi_env env, napi_callback_info info) {
     std::memcpy(dst, src, bytes);
     // The 2 MiB blocks around the copy, within the mapping. A neighbour in use faults its block
     // back in at the next read (once, 2 MiB at a time); the page cache keeps every folio.
-    constexpr uintptr_t kHuge = uintptr_t{2} << 20;
     const auto base = reinterpret_cast<uintptr_t>(m->addr);
     const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t first = std::max(base, begin / kHuge * kHuge);
-    const uintptr_t last = std::min((base + m->size) / page * page, (begin + bytes + kHuge - 1) / kHuge * kHuge);
+    const uintptr_t first = std::max(base, begin / kHugePage * kHugePage);
+    const uintptr_t last = std::min((base + m->size) / page * page, (begin + bytes + kHugePage - 1) / kHugePage * kHugePage);
     released = last <= first || madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) == 0;
   }
 #endif
@@ -312,9 +312,8 @@ napi_value ReleasePages(napi_env env, napi_callback_info info) {
 
 void prepare_output_pages(void* p, size_t bytes) {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
   const auto begin = reinterpret_cast<uintptr_t>(p), end = begin + bytes;
-  const uintptr_t first = (begin + kHuge - 1) / kHuge * kHuge, last = end / kHuge * kHuge;
+  const uintptr_t first = (begin + kHugePage - 1) / kHugePage * kHugePage, last = end / kHugePage * kHugePage;
   if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 #ifdef MADV_POPULATE_WRITE
   const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
