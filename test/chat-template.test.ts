@@ -1,11 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SmolVLMError } from "../src/errors.js";
 import { ChatTemplate, countImageParts, normalizeMessages, type ChatMessage } from "../src/tokenizer/chat-template.js";
-import { fixturePath, readJson } from "./helpers.js";
+import { fixturePath, readJson, tempDir } from "./helpers.js";
 
 interface TemplateCase {
   name: string;
@@ -25,10 +24,6 @@ function isSmolErr(code: string, fragment?: string) {
     if (fragment !== undefined) assert.ok(e.message.includes(fragment), `"${fragment}" not in: ${e.message}`);
     return true;
   };
-}
-
-function tmpDir(): string {
-  return mkdtempSync(join(tmpdir(), "smolvlm-tpl-"));
 }
 
 for (const c of fixture.cases) {
@@ -94,7 +89,7 @@ test("messages are validated with bad_request errors", () => {
 });
 
 test("special tokens from tokenizer_config.json are template variables", () => {
-  const dir = tmpDir();
+  const dir = tempDir("tpl");
   copyFileSync(join(MODEL_DIR, "tokenizer_config.json"), join(dir, "tokenizer_config.json"));
   copyFileSync(join(MODEL_DIR, "special_tokens_map.json"), join(dir, "special_tokens_map.json"));
   const tpl = "{{ bos_token }}|{{ eos_token }}|{{ pad_token }}|{{ unk_token }}|{{ additional_special_tokens | length }}";
@@ -105,7 +100,7 @@ test("special tokens from tokenizer_config.json are template variables", () => {
 });
 
 test("template source preference: chat_template.json, then .jinja, then tokenizer_config.json", () => {
-  const dir = tmpDir();
+  const dir = tempDir("tpl");
   const render = () => ChatTemplate.fromModelDir(dir).render([{ role: "user", content: "x" }]);
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ chat_template: [{ name: "tool_use", template: "T" }, { name: "default", template: "C" }] }));
   assert.equal(render(), "C");
@@ -116,14 +111,14 @@ test("template source preference: chat_template.json, then .jinja, then tokenize
 });
 
 test("a missing template is a clear bad_template error", () => {
-  const dir = tmpDir();
+  const dir = tempDir("tpl");
   assert.throws(() => ChatTemplate.fromModelDir(dir), isSmolErr("bad_template", "no chat template found"));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify({ bos_token: "<s>" }));
   assert.throws(() => ChatTemplate.fromModelDir(dir), isSmolErr("bad_template", dir));
 });
 
 test("broken template files are bad_template errors naming the file", () => {
-  const dir = tmpDir();
+  const dir = tempDir("tpl");
   const file = join(dir, "chat_template.json");
   writeFileSync(file, "{ nope");
   assert.throws(() => ChatTemplate.fromModelDir(dir), isSmolErr("bad_template", file));

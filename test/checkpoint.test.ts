@@ -4,8 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModelConfig, parseModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
@@ -14,12 +13,12 @@ import { Idefics3Model } from "../src/model/idefics3.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
 import { f32ToF16, toFloat32 } from "../src/backend/dtype.js";
 import { SmolVLMError } from "../src/errors.js";
-import { fixturePath, readJson, relL2, readF32 } from "./helpers.js";
+import { fixturePath, readJson, relL2, readF32, tempDir } from "./helpers.js";
 
 const TINY = fixturePath("models", "tiny-bf16");
 
 function tempModelDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "smolvlm-ckpt-"));
+  const dir = tempDir("ckpt");
   for (const f of readdirSync(TINY)) if (f !== "model.safetensors") copyFileSync(join(TINY, f), join(dir, f));
   return dir;
 }

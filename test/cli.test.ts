@@ -2,11 +2,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { fixturePath, readF32, readJson, relL2 } from "./helpers.js";
+import { fixturePath, readF32, readJson, relL2, tempDir } from "./helpers.js";
 import type { FixtureCase } from "./model.test.js";
 
 const BIN = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "smolvlm.js");
@@ -21,7 +20,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-const tmp = mkdtempSync(join(tmpdir(), "smolvlm-cli-"));
+const tmp = tempDir("cli");
 
 test("run --json: one JSON line with the reference's greedy ids, and --logits-out", async () => {
   const c = readJson<FixtureCase>("cases", "tiny-bf16.text_only.json");

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { f32ToBf16, f32ToF16 } from "../src/backend/dtype.js";
@@ -13,6 +14,21 @@ export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", ".."
 
 export function fixturePath(...parts: string[]): string {
   return join(FIXTURES, ...parts);
+}
+
+const tempDirs: string[] = [];
+
+/**
+ * A fresh directory under the system's temp folder, removed when the test process exits (each
+ * test file runs in its own process), so that test runs leave nothing behind.
+ */
+export function tempDir(prefix: string): string {
+  if (tempDirs.length === 0) process.once("exit", () => {
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  });
+  const dir = mkdtempSync(join(tmpdir(), `smolvlm-${prefix}-`));
+  tempDirs.push(dir);
+  return dir;
 }
 
 export function readJson<T = unknown>(...parts: string[]): T {

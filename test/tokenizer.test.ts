@@ -1,14 +1,13 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SmolVLMError } from "../src/errors.js";
 import { Bpe } from "../src/tokenizer/bpe.js";
 import { BYTE_TO_CHAR, toByteChars } from "../src/tokenizer/byte-level.js";
 import { Tokenizer } from "../src/tokenizer/tokenizer.js";
-import { fixturePath, readJson } from "./helpers.js";
+import { fixturePath, readJson, tempDir } from "./helpers.js";
 
 interface TokCase {
   text: string;
@@ -235,7 +234,7 @@ test("heap BPE agrees with classic BPE on the real merges", () => {
 // Errors
 
 function writeTmp(name: string, content: string): string {
-  const dir = mkdtempSync(join(tmpdir(), "smolvlm-tok-"));
+  const dir = tempDir("tok");
   const path = join(dir, name);
   writeFileSync(path, content);
   return path;
@@ -265,6 +264,6 @@ test("malformed tokenizer.json files give clear errors naming the file", () => {
 });
 
 test("a missing tokenizer.json is reported with its path", () => {
-  const dir = mkdtempSync(join(tmpdir(), "smolvlm-tok-"));
+  const dir = tempDir("tok");
   assert.throws(() => Tokenizer.fromModelDir(dir), isSmolErr("not_found", join(dir, "tokenizer.json")));
 });
