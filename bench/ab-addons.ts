@@ -6,10 +6,14 @@
  * all the weights for each build and B's rate relative to A's.
  *
  *   node dist/bench/ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]
- *        [--weights text|vision] [--model /tmp/smolvlm-500m-shaped] [--mode f32|bf16]
+ *        [--weights text|vision] [--model /tmp/smolvlm-500m-shaped] [--mode f32|bf16] [--memory mapped|fresh]
  *
  * `--mode bf16` runs bf16 weights in bf16 mode (vdpbf16ps where the CPU has it) instead of the
  * default f32 mode (weights widened to float32).
+ *
+ * `--memory fresh` copies the float weights out of the mapped checkpoint into fresh anonymous memory
+ * on 2 MiB pages first (allocPages): the page cache and fresh memory stream at different rates on
+ * some machines (bench/weight-memory.ts).
  *
  * `--weights vision` takes the vision encoder's linears instead (with `--rows 1024`: one tile's
  * worth of them, the many-row path).
@@ -21,6 +25,7 @@
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { allocPages } from "../src/backend/native-kernels.js";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import type { PackedQ4Tensor, QuantizedTensor } from "../src/quant/format.js";
 import { allocateQuantized, isPackedQ4, isQuantized, quantizedBytes } from "../src/quant/format.js";
@@ -34,6 +39,7 @@ const { values: v, positionals } = parseArgs({
     passes: { type: "string", default: "31" },
     weights: { type: "string", default: "text" },
     mode: { type: "string", default: "f32" },
+    memory: { type: "string", default: "mapped" },
   },
 });
 if (positionals.length !== 2) throw new Error("usage: ab-addons.js A.node B.node [--rows 1,4] [--dtype bf16|q8|q4|q4x4] [--passes 31]");
@@ -73,6 +79,17 @@ const weights: (Tensor | QuantizedTensor | PackedQ4Tensor)[] = names.map((n) => 
   builds[0]!.packQ4x4(q.data as Uint8Array, q.scales, q.mins!, rows, cols, data);
   return { dtype: "Q4_1x4", shape: [rows, cols], data };
 });
+if (v.memory !== "mapped" && v.memory !== "fresh") throw new Error(`--memory: mapped or fresh, not ${v.memory}`);
+if (v.memory === "fresh" && !scheme) {
+  const block = allocPages(weights.reduce((s, w) => s + w.data.byteLength, 0));
+  let offset = 0;
+  weights.forEach((w, i) => {
+    const data = new Uint16Array(block, offset, w.data.length);
+    data.set(w.data as Uint16Array);
+    offset += w.data.byteLength;
+    weights[i] = { ...(w as Tensor), data };
+  });
+}
 const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? quantizedBytes(w) : w.data.byteLength), 0);
 
 if (v.mode !== "f32" && v.mode !== "bf16") throw new Error(`--mode: f32 or bf16, not ${v.mode}`);

@@ -521,6 +521,7 @@ napi_value SetQuantDot(napi_env env, napi_callback_info info) {
 // peak.cc: machine limits for benchmarks.
 napi_value MeasurePeakFlops(napi_env env, napi_callback_info info);
 napi_value MeasureBandwidth(napi_env env, napi_callback_info info);
+napi_value MeasureReadBandwidth(napi_env env, napi_callback_info info);
 }  // namespace smolvlm
 
 NAPI_MODULE_INIT() {
@@ -551,6 +552,7 @@ NAPI_MODULE_INIT() {
       {"mapFile", nullptr, MapFile, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measurePeakFlops", nullptr, MeasurePeakFlops, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measureBandwidth", nullptr, MeasureBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"measureReadBandwidth", nullptr, MeasureReadBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

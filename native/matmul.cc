@@ -194,9 +194,9 @@ void linear_bf16(const float* x, size_t M, const uint16_t* w, size_t N, size_t K
 // One input row (a decode step): each weight row as stored, 32 bf16 per vdpbf16ps against x's
 // bf16 pairs. The float32 path on rounded x gives the same products (exact either way) but widens
 // every weight element first, two instructions per 16 elements; reading them as they are streamed
-// the text weights 1.03x faster (BENCHMARKS.md section 15). Prefetch distance as the AVX-512
-// one-row path's (simd_avx512.inc GEMV_PREFETCH_AHEAD): 2 and 8 KiB measured slower here too.
-constexpr size_t kGemvPrefetchAhead = avx512::S::GEMV_PREFETCH_AHEAD;
+// the text weights 1.03x faster (BENCHMARKS.md section 15).
+// Prefetch as the AVX-512 one-row path's (simd_avx512.inc GEMV_LINE_AHEAD, GEMV_PAGE_AHEAD).
+constexpr size_t kGemvLineAhead = avx512::S::GEMV_LINE_AHEAD, kGemvPageAhead = avx512::S::GEMV_PAGE_AHEAD;
 
 struct GemvJob {
   const uint16_t* xb;  // x as bf16, zero-padded to a multiple of 32
@@ -216,7 +216,7 @@ void gemv_chunk(const GemvJob& a, size_t c) {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     size_t k = 0;
     for (; k + 128 <= K; k += 128) {
-      for (int p = 0; p < 4; p++) _mm_prefetch(bytes + 2 * k + kGemvPrefetchAhead + 64 * p, _MM_HINT_T0);
+      prefetch_stream<256, kGemvLineAhead, kGemvPageAhead>(bytes + 2 * k);
       acc0 = _mm512_dpbf16_ps(acc0, (__m512bh)_mm512_loadu_si512(a.xb + k), (__m512bh)_mm512_loadu_si512(row + k));
       acc1 = _mm512_dpbf16_ps(acc1, (__m512bh)_mm512_loadu_si512(a.xb + k + 32), (__m512bh)_mm512_loadu_si512(row + k + 32));
       acc2 = _mm512_dpbf16_ps(acc2, (__m512bh)_mm512_loadu_si512(a.xb + k + 64), (__m512bh)_mm512_loadu_si512(row + k + 64));

@@ -58,18 +58,6 @@ bool path_arg(napi_env env, napi_callback_info info, const char* fn, std::string
   return true;
 }
 
-// A typed array's data and size in bytes; false when v is not a typed array.
-bool typed_array_bytes(napi_env env, napi_value v, char** data, size_t* bytes) {
-  bool isTyped = false;
-  if (napi_is_typedarray(env, v, &isTyped) != napi_ok || !isTyped) return false;
-  napi_typedarray_type type;
-  size_t length = 0;
-  void* p = nullptr;
-  napi_get_typedarray_info(env, v, &type, &length, &p, nullptr, nullptr);
-  *data = static_cast<char*>(p);
-  *bytes = length * element_bytes(type);
-  return true;
-}
 
 #ifndef _WIN32
 struct Mapping {
@@ -143,6 +131,19 @@ void* map_aligned(int fd, size_t size) {
 #endif
 
 }  // namespace
+
+// A typed array's data and size in bytes; false when v is not a typed array.
+bool typed_array_bytes(napi_env env, napi_value v, char** data, size_t* bytes) {
+  bool isTyped = false;
+  if (napi_is_typedarray(env, v, &isTyped) != napi_ok || !isTyped) return false;
+  napi_typedarray_type type;
+  size_t length = 0;
+  void* p = nullptr;
+  napi_get_typedarray_info(env, v, &type, &length, &p, nullptr, nullptr);
+  *data = static_cast<char*>(p);
+  *bytes = length * element_bytes(type);
+  return true;
+}
 
 napi_value MapFile(napi_env env, napi_callback_info info) {
   std::string path;

@@ -28,4 +28,6 @@ napi_value ReleasePages(napi_env env, napi_callback_info info);
 // madvise(MADV_POPULATE_WRITE), since a first touch per 4 KiB page is a page fault, and on virtual
 // machines those dominate writing hundreds of MB. Linux only, hints only: no-op elsewhere.
 void prepare_output_pages(void* p, size_t bytes);
+// A typed array's data and size in bytes; false when v is not a typed array.
+bool typed_array_bytes(napi_env env, napi_value v, char** data, size_t* bytes);
 }  // namespace smolvlm

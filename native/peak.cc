@@ -311,29 +311,17 @@ napi_value MeasurePeakFlops(napi_env env, napi_callback_info info) {
   return o;
 }
 
-// measureBandwidth(bytes, seconds): repeated multi-threaded reads of one buffer of `bytes`
-// (first touched in parallel, then read once unmeasured), until `seconds` have passed.
-napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
-  double args[2] = {0, 0};
-  if (!read_args(env, info, 2, args, "measureBandwidth")) return nullptr;
-  const double seconds = std::min(args[1], 60.0);
-  const size_t chunk_floats = size_t(1) << 18;  // 1 MiB per task
-  size_t n = static_cast<size_t>(args[0] / sizeof(float));
-  n = std::max(chunk_floats, (n + chunk_floats - 1) / chunk_floats * chunk_floats);
-  const size_t tasks = n / chunk_floats;
-  ScratchBuffer<float> buf;
-  float* p = buf.get(n);
-  // On 2 MiB pages, as mapFile maps weights where it can: over 4 KiB pages this loop read 60-63
-  // GB/s where it reads 76 on 2 MiB ones (BENCHMARKS.md section 16), and the bound would be low.
-  prepare_output_pages(p, n * sizeof(float));
+namespace {
+
+constexpr size_t kReadChunkFloats = size_t(1) << 18;  // 1 MiB per task
+
+// Reads n floats at p (n a multiple of kReadChunkFloats) on every pool thread, 1 MiB per task,
+// once unmeasured and then until `seconds` have passed; the result as measureBandwidth returns it.
+napi_value timed_reads(napi_env env, const float* p, size_t n, double seconds) {
+  const size_t tasks = n / kReadChunkFloats;
   const PeakImpl impl = current_impl();
   std::vector<float> sums(tasks, 0.0f);
-  auto touch = [&](size_t t) {
-    float* q = p + t * chunk_floats;
-    for (size_t i = 0; i < chunk_floats; i++) q[i] = static_cast<float>((t + i) & 15);
-  };
-  parallel_for_each(tasks, touch);
-  auto read = [&](size_t t) { sums[t] += impl.read_sum(p + t * chunk_floats, chunk_floats); };
+  auto read = [&](size_t t) { sums[t] += impl.read_sum(p + t * kReadChunkFloats, kReadChunkFloats); };
   parallel_for_each(tasks, read);  // warm-up pass
 
   double total = 0, best = 0;
@@ -360,6 +348,54 @@ napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
   set_number(env, o, "passes", passes);
   set_number(env, o, "seconds", total);
   return o;
+}
+
+}  // namespace
+
+// measureBandwidth(bytes, seconds): repeated multi-threaded reads of one buffer of `bytes`
+// (first touched in parallel, then read once unmeasured), until `seconds` have passed.
+napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
+  double args[2] = {0, 0};
+  if (!read_args(env, info, 2, args, "measureBandwidth")) return nullptr;
+  const double seconds = std::min(args[1], 60.0);
+  const size_t chunk_floats = kReadChunkFloats;
+  size_t n = static_cast<size_t>(args[0] / sizeof(float));
+  n = std::max(chunk_floats, (n + chunk_floats - 1) / chunk_floats * chunk_floats);
+  const size_t tasks = n / chunk_floats;
+  ScratchBuffer<float> buf;
+  float* p = buf.get(n);
+  // On 2 MiB pages, as mapFile maps weights where it can: over 4 KiB pages this loop read 60-63
+  // GB/s where it reads 76 on 2 MiB ones (BENCHMARKS.md section 16), and the bound would be low.
+  prepare_output_pages(p, n * sizeof(float));
+  auto touch = [&](size_t t) {
+    float* q = p + t * chunk_floats;
+    for (size_t i = 0; i < chunk_floats; i++) q[i] = static_cast<float>((t + i) & 15);
+  };
+  parallel_for_each(tasks, touch);
+  return timed_reads(env, p, n, seconds);
+}
+
+// measureReadBandwidth(view, seconds): the same reads over memory the caller has (a typed array,
+// e.g. weights in a mapped checkpoint: is the page cache as fast as fresh memory?), its first whole
+// MiBs, never written. The bytes are summed as float32 whatever they hold.
+napi_value MeasureReadBandwidth(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char* data = nullptr;
+  size_t bytes = 0;
+  double seconds = 0;
+  if (argc < 2 || !typed_array_bytes(env, argv[0], &data, &bytes) || napi_get_value_double(env, argv[1], &seconds) != napi_ok || !std::isfinite(seconds) ||
+      seconds <= 0) {
+    napi_throw_type_error(env, nullptr, "smolvlm native measureReadBandwidth: expects a typed array and a positive number of seconds");
+    return nullptr;
+  }
+  const size_t n = bytes / sizeof(float) / kReadChunkFloats * kReadChunkFloats;
+  if (n == 0 || reinterpret_cast<uintptr_t>(data) % sizeof(float) != 0) {
+    napi_throw_range_error(env, nullptr, "smolvlm native measureReadBandwidth: needs at least 1 MiB, 4-byte aligned");
+    return nullptr;
+  }
+  return timed_reads(env, reinterpret_cast<const float*>(data), n, std::min(seconds, 60.0));
 }
 
 }  // namespace smolvlm

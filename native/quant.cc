@@ -418,8 +418,8 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_ep
 // int16 pairs multiplied and summed into int32 lanes on top of acc (the Q8_0 GEMM; vpdpwssd on VNNI CPUs).
 inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 constexpr bool kInt16Sums = true;
-// How far ahead the one-row Q4_1x4 kernel prefetches its weight stream, in bytes: Zen 3 (AVX2).
-constexpr size_t kPrefetchAhead = 1024;
+// How far ahead the one-row Q4_1x4 kernel prefetches its weight stream (simd.h prefetch_stream), in bytes: Zen 3 (AVX2).
+constexpr size_t kLineAhead = 1024, kPageAhead = 0;
 #include "quant_gemv_impl.inc"
 
 // quantize_activation_block with AVX2: the same codes, scale and scaled sum.
@@ -464,9 +464,9 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd
 // int16 pairs multiplied and summed into int32 lanes on top of acc (the Q8_0 GEMM).
 inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
-// How far ahead the one-row Q4_1x4 kernel prefetches its weight stream, in bytes: Zen 5 streams
-// q4 weights 1.15x faster with it than with 1 KiB (bench/ab-addons.ts --dtype q4x4).
-constexpr size_t kPrefetchAhead = 4096;
+// How far ahead the one-row Q4_1x4 kernel prefetches its weight stream (simd.h prefetch_stream), in
+// bytes: Zen 5 streamed q4 weights 1.15x faster with lines 4 KiB ahead than 1 KiB (bench/ab-addons.ts --dtype q4x4).
+constexpr size_t kLineAhead = 2048, kPageAhead = 8192;
 #include "quant_gemv_impl.inc"
 }  // namespace avx512vnni
 SMOLVLM_END_TARGET
@@ -482,7 +482,7 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd
 inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_avx_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 // How far ahead the one-row Q4_1x4 kernel prefetches its weight stream, in bytes: not measured on AVX-VNNI hardware.
-constexpr size_t kPrefetchAhead = 1024;
+constexpr size_t kLineAhead = 1024, kPageAhead = 0;
 #include "quant_gemv_impl.inc"
 }  // namespace avxvnni
 SMOLVLM_END_TARGET
@@ -505,7 +505,7 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_ep
 inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 constexpr bool kInt16Sums = false;
 // How far ahead the one-row Q4_1x4 kernel prefetches its weight stream, in bytes: tests only.
-constexpr size_t kPrefetchAhead = 1024;
+constexpr size_t kLineAhead = 1024, kPageAhead = 0;
 #include "quant_gemv_impl.inc"
 }  // namespace vnniemu
 SMOLVLM_END_TARGET

@@ -45,7 +45,8 @@ struct S {
   static constexpr int NV = 2;
   static constexpr int GEMV_MAX_ROWS = 12;
   static constexpr int GEMV_ROWS = 6;
-  static constexpr size_t GEMV_PREFETCH_AHEAD = 4096;  // as simd_avx512.inc
+  static constexpr size_t GEMV_LINE_AHEAD = 2048;  // as simd_avx512.inc
+  static constexpr size_t GEMV_PAGE_AHEAD = 8192;
   static constexpr int REGS = 32;
   using H = half::S;
   static inline V zero() { return {H::zero(), H::zero()}; }

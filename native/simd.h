@@ -79,6 +79,27 @@
 
 namespace smolvlm {
 
+// Software prefetch for a weight stream read STEP bytes per loop step, called at the step that
+// reads [p, p + STEP): every line LINE_AHEAD bytes ahead, and the first two lines of each 4 KiB
+// page PAGE_AHEAD bytes ahead (exactly one step per page sees its start within STEP bytes). The
+// page prefetch starts the page's address translation and the hardware prefetchers there before
+// the line prefetches arrive. On Zen 5 the two together streamed the one-row kernels' weights
+// 1.2x faster from the page cache than every line 4 KiB ahead alone, and 1.4x from fresh memory;
+// either alone did not (BENCHMARKS.md section 17).
+template <size_t STEP, size_t LINE_AHEAD, size_t PAGE_AHEAD>
+inline void prefetch_stream(const void* p) {
+  const char* c = static_cast<const char*>(p);
+  SMOLVLM_UNROLL
+  for (size_t l = 0; l < (STEP + 63) / 64; l++) SMOLVLM_PREFETCH(c + LINE_AHEAD + 64 * l);
+  if constexpr (PAGE_AHEAD == 0) return;  // no page prefetch (ISAs where it was not measured)
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(c) + PAGE_AHEAD;
+  if ((ahead & 4095) < STEP) {
+    const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
+    SMOLVLM_PREFETCH(page);
+    SMOLVLM_PREFETCH(page + 64);
+  }
+}
+
 // Weight element types, as passed from JavaScript.
 enum WeightType : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
 

@@ -52,6 +52,7 @@ interface NativeAddon {
   copyAndRelease(src: ArrayBufferView, dst: ArrayBufferView): boolean;
   measurePeakFlops(seconds: number): PeakFlops;
   measureBandwidth(bytes: number, seconds: number): Bandwidth;
+  measureReadBandwidth?(view: ArrayBufferView, seconds: number): Bandwidth;
 }
 
 /** measurePeakFlops(): a float32 FMA-bound loop on every pool thread, at the ISA in use, then the
@@ -145,6 +146,11 @@ export interface NativeKernels extends Kernels {
   measurePeakFlops(seconds?: number): PeakFlops;
   /** Streaming read bandwidth over a buffer of `bytes`, measured for about `seconds` (benchmarks). */
   measureBandwidth(bytes?: number, seconds?: number): Bandwidth;
+  /**
+   * The same reads over memory the caller has (its first whole MiBs, never written), e.g. weights
+   * in a mapped checkpoint; null with an addon built before it.
+   */
+  measureReadBandwidth(view: ArrayBufferView, seconds?: number): Bandwidth | null;
 }
 
 const DTYPE_CODE: Record<DType, number> = { F32: 0, BF16: 1, F16: 2 };
@@ -189,6 +195,15 @@ function loadAddon(): NativeAddon | null {
 export function mapFile(path: string): ArrayBuffer | null {
   const a = loadAddon();
   return a ? a.mapFile(path) : null;
+}
+
+/**
+ * `bytes` of zeroed memory on a 2 MiB boundary with transparent huge pages asked for (Linux), from
+ * the addon; a plain ArrayBuffer without it (or with an addon built before allocPages).
+ */
+export function allocPages(bytes: number): ArrayBuffer {
+  const a = loadAddon();
+  return a && typeof a.allocPages === "function" ? a.allocPages(bytes) : new ArrayBuffer(bytes);
 }
 
 /** Scheme codes shared with the addon. */
@@ -319,8 +334,8 @@ export function loadNativeKernels(): NativeKernels | null {
     a.packQ4x4(w.data as Uint8Array, w.scales, w.mins, rows, cols, data);
     return { dtype: "Q4_1x4", shape: [rows, cols], data };
   };
-  // Repacked q4 weights on huge pages (page-arena.ts). An addon built before allocPages: plain arrays.
-  const decodeArena = new PageArena(typeof a.allocPages === "function" ? (bytes) => a.allocPages(bytes) : (bytes) => new ArrayBuffer(bytes));
+  // Repacked q4 weights on huge pages (page-arena.ts).
+  const decodeArena = new PageArena(allocPages);
 
   const kernels: NativeKernels = {
     name: "native",
@@ -376,6 +391,7 @@ export function loadNativeKernels(): NativeKernels | null {
     setQuantDot: (name) => a.setQuantDot(name),
     measurePeakFlops: (seconds = 1) => a.measurePeakFlops(seconds),
     measureBandwidth: (bytes = 512 * 1024 * 1024, seconds = 2) => a.measureBandwidth(bytes, seconds),
+    measureReadBandwidth: (view, seconds = 2) => (typeof a.measureReadBandwidth === "function" ? a.measureReadBandwidth(view, seconds) : null),
   };
   return kernels;
 }
