@@ -86,18 +86,23 @@ namespace smolvlm {
 // the line prefetches arrive. On Zen 5 the two together streamed the one-row kernels' weights
 // 1.2x faster from the page cache than every line 4 KiB ahead alone, and 1.4x from fresh memory;
 // either alone did not (BENCHMARKS.md section 17).
+template <size_t STEP, size_t PAGE_AHEAD>
+inline void prefetch_page_start(const void* p, size_t step = STEP) {
+  if constexpr (PAGE_AHEAD == 0) return;  // no page prefetch (ISAs where it was not measured)
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(p) + PAGE_AHEAD;
+  if ((ahead & 4095) < step) {
+    const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
+    SMOLVLM_PREFETCH(page);
+    SMOLVLM_PREFETCH(page + 64);
+  }
+}
+
 template <size_t STEP, size_t LINE_AHEAD, size_t PAGE_AHEAD>
 inline void prefetch_stream(const void* p) {
   const char* c = static_cast<const char*>(p);
   SMOLVLM_UNROLL
   for (size_t l = 0; l < (STEP + 63) / 64; l++) SMOLVLM_PREFETCH(c + LINE_AHEAD + 64 * l);
-  if constexpr (PAGE_AHEAD == 0) return;  // no page prefetch (ISAs where it was not measured)
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(c) + PAGE_AHEAD;
-  if ((ahead & 4095) < STEP) {
-    const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
-    SMOLVLM_PREFETCH(page);
-    SMOLVLM_PREFETCH(page + 64);
-  }
+  prefetch_page_start<STEP, PAGE_AHEAD>(c);
 }
 
 // Weight element types, as passed from JavaScript.
