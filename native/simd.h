@@ -97,6 +97,20 @@ inline void prefetch_page_start(const void* p, size_t step = STEP) {
   }
 }
 
+// prefetch_stream with run-time sizes: for streams whose step depends on the shapes (a head's
+// keys and values in a head-major KV cache). No page prefetch where pageAhead is 0.
+inline void prefetch_stream_rt(const void* p, size_t step, size_t lineAhead, size_t pageAhead) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t l = 0; l < step; l += 64) SMOLVLM_PREFETCH(c + lineAhead + l);
+  if (pageAhead == 0) return;
+  const uintptr_t ahead = reinterpret_cast<uintptr_t>(c) + pageAhead;
+  if ((ahead & 4095) < step) {
+    const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
+    SMOLVLM_PREFETCH(page);
+    SMOLVLM_PREFETCH(page + 64);
+  }
+}
+
 template <size_t STEP, size_t LINE_AHEAD, size_t PAGE_AHEAD>
 inline void prefetch_stream(const void* p) {
   const char* c = static_cast<const char*>(p);
