@@ -12,8 +12,12 @@ import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
 import { mapFile, copyAndRelease } from "../backend/native-kernels.js";
 
-/** Tensors smaller than this are copied out of a mapped file rather than viewed (see view). */
-const SMALL_TENSOR_BYTES = 1 << 20;
+/**
+ * Tensors smaller than this are copied out of a mapped file rather than viewed (see view): norms
+ * and biases. Weights stay views, the 500M geometry's k/v projections (600 KB) included: copying
+ * those 64 out cost 110-150 ms of load and 48 MiB of peak RSS (BENCHMARKS.md section 17).
+ */
+const SMALL_TENSOR_BYTES = 1 << 18;
 
 export type DType = "F32" | "BF16" | "F16";
 export type IntDType = "I8" | "U8";
