@@ -465,8 +465,10 @@ inline __m256i dot_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpbusd
 inline __m256i dot16_acc(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
 constexpr bool kInt16Sums = false;
 // How far ahead the one-row Q4_1x4 kernel prefetches its weight stream (simd.h prefetch_stream), in
-// bytes: Zen 5 streamed q4 weights 1.15x faster with lines 4 KiB ahead than 1 KiB (bench/ab-addons.ts --dtype q4x4).
-constexpr size_t kLineAhead = 2048, kPageAhead = 8192;
+// bytes: on Zen 5, lines 4 KiB ahead with page starts 8 KiB ahead 1.17-1.21x faster than lines 4
+// KiB ahead alone (which had been 1.15x faster than 1 KiB), and 1.05-1.07x faster than lines 2 KiB
+// ahead, the bf16 kernel's distance: q4 spends longer on each byte (bench/ab-addons.ts --dtype q4x4).
+constexpr size_t kLineAhead = 4096, kPageAhead = 8192;
 #include "quant_gemv_impl.inc"
 }  // namespace avx512vnni
 SMOLVLM_END_TARGET
