@@ -58,7 +58,6 @@ bool path_arg(napi_env env, napi_callback_info info, const char* fn, std::string
   return true;
 }
 
-
 #ifndef _WIN32
 struct Mapping {
   void* addr;
