@@ -469,7 +469,22 @@ constexpr bool kInt16Sums = false;
 // KiB ahead alone (which had been 1.15x faster than 1 KiB), and 1.05-1.07x faster than lines 2 KiB
 // ahead, the bf16 kernel's distance: q4 spends longer on each byte (bench/ab-addons.ts --dtype q4x4).
 constexpr size_t kLineAhead = 4096, kPageAhead = 8192;
+// x4_dots two rows per zmm register: one load, one unpack and two vpdpbusd for rows j and j + 1
+// (x's pair broadcast to both halves), where the ymm form takes two of each.
+#define SMOLVLM_X4_DOTS 1
+inline void x4_dots(const uint8_t* u, __m256i xa, __m256i xb, __m256i d[X4_ROWS]) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i xa2 = _mm512_broadcast_i64x4(xa), xb2 = _mm512_broadcast_i64x4(xb);
+  for (int h = 0; h < 2; h++) {
+    const __m512i v = _mm512_loadu_si512(u + 64 * h);
+    const __m512i lo = _mm512_and_si512(v, low), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+    const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xa2), hi, xb2);
+    d[2 * h] = _mm512_castsi512_si256(s);
+    d[2 * h + 1] = _mm512_extracti64x4_epi64(s, 1);
+  }
+}
 #include "quant_gemv_impl.inc"
+#undef SMOLVLM_X4_DOTS
 }  // namespace avx512vnni
 SMOLVLM_END_TARGET
 
