@@ -6,8 +6,7 @@
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:http";
@@ -18,10 +17,10 @@ import { hubEnv, listCachedModels, parseRepoRef, repoFolderName, normalizeEtag }
 import { StreamProgress, type ProgressSink } from "../src/hub/progress.js";
 import { pull, ls, rm, type CommandIO } from "../src/cli/hub-commands.js";
 import { SmolVLMError } from "../src/errors.js";
-import { fixturePath } from "./helpers.js";
+import { fixturePath, tempDir } from "./helpers.js";
 
 // A safety net: nothing in this file may fall back to the real ~/.cache.
-const SAFETY_HOME = mkdtempSync(join(tmpdir(), "smolvlm-hub-safety-"));
+const SAFETY_HOME = tempDir("hub-safety");
 process.env.HF_HOME = SAFETY_HOME;
 delete process.env.HF_HUB_CACHE;
 delete process.env.HUGGINGFACE_HUB_CACHE;
@@ -113,24 +112,15 @@ before(async () => {
   ]);
 });
 
-const tempDirs: string[] = [SAFETY_HOME];
-
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  tempDirs.push(d);
-  return d;
-}
-
 after(async () => {
   await hub.close();
   const leaked = existsSync(join(SAFETY_HOME, "hub"));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
   assert.equal(leaked, false, "a test used the process environment's cache instead of its own HF_HOME");
 });
 
 /** A fresh HF_HOME and the environment a test runs with (nothing inherited from the real one). */
 function freshEnv(extra: NodeJS.ProcessEnv = {}): { env: NodeJS.ProcessEnv; home: string; cache: string } {
-  const home = tempDir("smolvlm-hub-");
+  const home = tempDir("hub");
   return { env: { HF_HOME: home, HF_ENDPOINT: hub.url, HOME: home, ...extra }, home, cache: join(home, "hub") };
 }
 
@@ -197,7 +187,7 @@ function captureIO(env: NodeJS.ProcessEnv): CommandIO & { out: () => string; err
 
 describe("model references and environment", () => {
   test("a local folder is used as it is; bad references fail clearly", T, async () => {
-    const dir = tempDir("smolvlm-local-");
+    const dir = tempDir("local");
     assert.equal(await resolveModel(dir), dir);
     await rejects(resolveModel(join(dir, "missing")), "not_found", /no model folder/);
     await rejects(resolveModel("./nope"), "not_found", /no model folder at \.\/nope/);

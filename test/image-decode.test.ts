@@ -1,16 +1,14 @@
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 import sharp, { type Sharp } from "sharp";
-import { fixturePath, noise, sha16 } from "./helpers.js";
+import { fixturePath, noise, sha16, tempDir } from "./helpers.js";
 import { compositeOnWhite, decodeImage, type RgbImage } from "../src/image/decode.js";
 import { SmolVLMError } from "../src/errors.js";
 
-const tmp = mkdtempSync(join(tmpdir(), "smolvlm-decode-"));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+const tmp = tempDir("decode");
 
 
 function raw(data: Uint8Array, width: number, height: number, channels: 1 | 2 | 3 | 4): Sharp {

@@ -3,11 +3,10 @@
  * quantize`, loading a quantized folder (it must compute exactly what load-time quantization of
  * its source computes), accuracy against float32 and the reference, and the errors.
  */
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { SmolVLM } from "../src/smolvlm.js";
@@ -21,11 +20,10 @@ import { isQuantized, type QuantScheme } from "../src/quant/format.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
 import { argmax } from "../src/generation/sampler.js";
 import { loadNativeKernels, nativeQuantize } from "../src/backend/native-kernels.js";
-import { TINY_MODELS, fixturePath, readF32, readJson, relL2, requestFor } from "./helpers.js";
+import { TINY_MODELS, fixturePath, readF32, readJson, relL2, requestFor, tempDir } from "./helpers.js";
 import type { FixtureCase } from "./model.test.js";
 
-const tmp = mkdtempSync(join(tmpdir(), "smolvlm-quant-"));
-after(() => rmSync(tmp, { recursive: true, force: true })); // quantized copies of the fixtures: ~10 MB each
+const tmp = tempDir("quant"); // quantized copies of the fixtures: ~10 MB each
 let dirCount = 0;
 const freshDir = (label: string): string => join(tmp, `${label}-${dirCount++}`);
 
