@@ -186,16 +186,6 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
 #endif
 }
 
-#ifndef _WIN32
-namespace {
-void UnmapPages(napi_env, void*, void* hint) {
-  auto* m = static_cast<Mapping*>(hint);
-  munmap(m->addr, m->size);
-  delete m;
-}
-}  // namespace
-#endif
-
 napi_value AllocPages(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   size_t argc = 1;
@@ -224,7 +214,8 @@ napi_value AllocPages(napi_env env, napi_callback_info info) {
 #endif
   auto* mapping = new Mapping{addr, size};
   napi_value buffer;
-  if (napi_create_external_arraybuffer(env, addr, bytes, UnmapPages, mapping, &buffer) != napi_ok) {
+  // Unmap's finalizer, as for a file (these pages are not in `mappings`, which it then leaves alone).
+  if (napi_create_external_arraybuffer(env, addr, bytes, Unmap, mapping, &buffer) != napi_ok) {
     munmap(addr, size);
     delete mapping;
     napi_throw_error(env, "EEXTERNAL", "cannot wrap the pages as an ArrayBuffer");

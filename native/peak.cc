@@ -358,18 +358,17 @@ napi_value MeasureBandwidth(napi_env env, napi_callback_info info) {
   double args[2] = {0, 0};
   if (!read_args(env, info, 2, args, "measureBandwidth")) return nullptr;
   const double seconds = std::min(args[1], 60.0);
-  const size_t chunk_floats = kReadChunkFloats;
   size_t n = static_cast<size_t>(args[0] / sizeof(float));
-  n = std::max(chunk_floats, (n + chunk_floats - 1) / chunk_floats * chunk_floats);
-  const size_t tasks = n / chunk_floats;
+  n = std::max(kReadChunkFloats, (n + kReadChunkFloats - 1) / kReadChunkFloats * kReadChunkFloats);
+  const size_t tasks = n / kReadChunkFloats;
   ScratchBuffer<float> buf;
   float* p = buf.get(n);
   // On 2 MiB pages, as mapFile maps weights where it can: over 4 KiB pages this loop read 60-63
   // GB/s where it reads 76 on 2 MiB ones (BENCHMARKS.md section 16), and the bound would be low.
   prepare_output_pages(p, n * sizeof(float));
   auto touch = [&](size_t t) {
-    float* q = p + t * chunk_floats;
-    for (size_t i = 0; i < chunk_floats; i++) q[i] = static_cast<float>((t + i) & 15);
+    float* q = p + t * kReadChunkFloats;
+    for (size_t i = 0; i < kReadChunkFloats; i++) q[i] = static_cast<float>((t + i) & 15);
   };
   parallel_for_each(tasks, touch);
   return timed_reads(env, p, n, seconds);
