@@ -25,10 +25,10 @@
 import { createRequire } from "node:module";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { allocPages } from "../src/backend/native-kernels.js";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import type { PackedQ4Tensor, QuantizedTensor } from "../src/quant/format.js";
 import { allocateQuantized, isPackedQ4, isQuantized, quantizedBytes } from "../src/quant/format.js";
+import { copyToFreshPages } from "./decode-loop.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -80,16 +80,7 @@ const weights: (Tensor | QuantizedTensor | PackedQ4Tensor)[] = names.map((n) => 
   return { dtype: "Q4_1x4", shape: [rows, cols], data };
 });
 if (v.memory !== "mapped" && v.memory !== "fresh") throw new Error(`--memory: mapped or fresh, not ${v.memory}`);
-if (v.memory === "fresh" && !scheme) {
-  const block = allocPages(weights.reduce((s, w) => s + w.data.byteLength, 0));
-  let offset = 0;
-  weights.forEach((w, i) => {
-    const data = new Uint16Array(block, offset, w.data.length);
-    data.set(w.data as Uint16Array);
-    offset += w.data.byteLength;
-    weights[i] = { ...(w as Tensor), data };
-  });
-}
+if (v.memory === "fresh" && !scheme) weights.splice(0, weights.length, ...copyToFreshPages(weights as Tensor[]));
 const bytes = weights.reduce((s, w) => s + (isQuantized(w) ? quantizedBytes(w) : w.data.byteLength), 0);
 
 if (v.mode !== "f32" && v.mode !== "bf16") throw new Error(`--mode: f32 or bf16, not ${v.mode}`);

@@ -1,10 +1,33 @@
 /**
- * The decode benchmarks' shared loop (decode-steps, decode-profile, page-cache): a cache filled with
- * a prompt of fixed token ids, and whole decode steps timed from it. Timings do not depend on the
- * ids; these are the same for every script, so their figures compare.
+ * The decode benchmarks' shared pieces (decode-steps, decode-profile, page-cache, weight-memory,
+ * ab-addons): a cache filled with a prompt of fixed token ids, whole decode steps timed from it,
+ * several models' steps alternated, and weights copied into fresh memory. Timings do not depend
+ * on the ids; these are the same for every script, so their figures compare.
  */
+import { parseArgs } from "node:util";
+import { allocPages, loadNativeKernels, type NativeKernels } from "../src/backend/native-kernels.js";
+import type { Tensor } from "../src/io/safetensors.js";
 import type { Idefics3Model } from "../src/model/idefics3.js";
 import type { KVCache } from "../src/model/kv-cache.js";
+import { linearModeFor, type DTypeMode } from "../src/smolvlm.js";
+
+/** The options of the scripts that time decode steps of one checkpoint, and the native kernels in the dtype's mode. */
+export function decodeStepsSetup(script: string): { model: string; dtype: DTypeMode; context: number; steps: number; rounds: number; native: NativeKernels } {
+  const { values: v } = parseArgs({
+    options: {
+      model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
+      dtype: { type: "string", default: "bf16" },
+      context: { type: "string", default: "876" },
+      steps: { type: "string", default: "16" },
+      rounds: { type: "string", default: "15" },
+    },
+  });
+  const native = loadNativeKernels();
+  if (!native) throw new Error(`${script} needs the native kernels`);
+  const dtype = v.dtype as DTypeMode;
+  native.linearMode = linearModeFor(dtype, native.info().bf16Native);
+  return { model: v.model!, dtype, context: Number(v.context), steps: Number(v.steps), rounds: Number(v.rounds), native };
+}
 
 /** A cache holding `context` prompt positions (256 per pass), with room for `steps` more. */
 export function prefilledCache(model: Idefics3Model, context: number, steps: number): KVCache {
@@ -22,4 +45,29 @@ export function timeDecodeSteps(model: Idefics3Model, cache: KVCache, context: n
   const t0 = performance.now();
   for (let i = 0; i < steps; i++) model.forward(model.embedWithImages([300 + i], null), 1, cache);
   return (performance.now() - t0) / steps;
+}
+
+export const median = (a: readonly number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
+
+/**
+ * The median step of each model (its own cache, rewound to `context` each round), the models taking
+ * turns round by round after one warm-up round, so that all see the same machine.
+ */
+export function alternatedStepMedians(runs: readonly { model: Idefics3Model; cache: KVCache }[], context: number, steps: number, rounds: number): number[] {
+  for (const r of runs) timeDecodeSteps(r.model, r.cache, context, steps);
+  const times = runs.map((): number[] => []);
+  for (let i = 0; i < rounds; i++) runs.forEach((r, j) => times[j]!.push(timeDecodeSteps(r.model, r.cache, context, steps)));
+  return times.map(median);
+}
+
+/** The tensors' bytes copied into one block of fresh memory on 2 MiB pages (allocPages), in order. */
+export function copyToFreshPages(tensors: readonly Tensor[]): Tensor[] {
+  const block = allocPages(tensors.reduce((s, w) => s + w.data.byteLength, 0));
+  let offset = 0;
+  return tensors.map((w) => {
+    const data = w.data instanceof Float32Array ? new Float32Array(block, offset, w.data.length) : new Uint16Array(block, offset, w.data.length);
+    data.set(w.data);
+    offset += w.data.byteLength;
+    return { ...w, data } as Tensor;
+  });
 }

@@ -9,28 +9,11 @@
  *
  *   node dist/bench/decode-steps.js [--model DIR] [--dtype bf16|q8|q4|f32] [--context 876] [--steps 16] [--rounds 15]
  */
-import { parseArgs } from "node:util";
-import { loadNativeKernels } from "../src/backend/native-kernels.js";
-import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
-import { prefilledCache, timeDecodeSteps } from "./decode-loop.js";
+import { SmolVLM } from "../src/smolvlm.js";
+import { decodeStepsSetup, prefilledCache, timeDecodeSteps } from "./decode-loop.js";
 
-const { values: v } = parseArgs({
-  options: {
-    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
-    dtype: { type: "string", default: "bf16" },
-    context: { type: "string", default: "876" },
-    steps: { type: "string", default: "16" },
-    rounds: { type: "string", default: "15" },
-  },
-});
-
-const native = loadNativeKernels();
-if (!native) throw new Error("decode-steps needs the native kernels");
-const dtype = v.dtype as DTypeMode;
-native.linearMode = linearModeFor(dtype, native.info().bf16Native);
-
-const [context, steps, rounds] = [Number(v.context), Number(v.steps), Number(v.rounds)];
-const vlm = await SmolVLM.load(v.model!, { dtype, kernels: native });
+const { model, dtype, context, steps, rounds, native } = decodeStepsSetup("decode-steps");
+const vlm = await SmolVLM.load(model, { dtype, kernels: native });
 const cache = prefilledCache(vlm.model, context, steps);
 const decode = (): number => timeDecodeSteps(vlm.model, cache, context, steps);
 
@@ -38,6 +21,6 @@ decode(); // warm-up
 const times = Array.from({ length: rounds }, decode).sort((p, q) => p - q);
 const median = times[rounds >> 1]!;
 console.log(
-  `${v.model}, ${dtype}, ${steps} steps after ${context} tokens, ${rounds} rounds (isa ${native.info().isa}, ${native.info().threads} threads): ` +
+  `${model}, ${dtype}, ${steps} steps after ${context} tokens, ${rounds} rounds (isa ${native.info().isa}, ${native.info().threads} threads): ` +
     `${median.toFixed(2)} ms/step (${(1000 / median).toFixed(1)} tok/s; quartiles ${times[rounds >> 2]!.toFixed(2)}-${times[(3 * rounds) >> 2]!.toFixed(2)})`,
 );

@@ -14,26 +14,12 @@
 import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
-import { dropFileCache, loadNativeKernels } from "../src/backend/native-kernels.js";
-import { SmolVLM, linearModeFor, type DTypeMode } from "../src/smolvlm.js";
+import { dropFileCache } from "../src/backend/native-kernels.js";
+import { SmolVLM } from "../src/smolvlm.js";
 import type { KVCache } from "../src/model/kv-cache.js";
-import { prefilledCache, timeDecodeSteps } from "./decode-loop.js";
+import { alternatedStepMedians, decodeStepsSetup, prefilledCache } from "./decode-loop.js";
 
-const { values: v } = parseArgs({
-  options: {
-    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
-    dtype: { type: "string", default: "bf16" },
-    context: { type: "string", default: "876" },
-    steps: { type: "string", default: "16" },
-    rounds: { type: "string", default: "15" },
-  },
-});
-const native = loadNativeKernels();
-if (!native) throw new Error("page-cache needs the native kernels");
-const dtype = v.dtype as DTypeMode;
-native.linearMode = linearModeFor(dtype, native.info().bf16Native);
-const [context, steps, rounds] = [Number(v.context), Number(v.steps), Number(v.rounds)];
+const { model, dtype, context, steps, rounds, native } = decodeStepsSetup("page-cache");
 
 /** MiB of this process's file mappings mapped 2 MiB at a time. */
 function pmdMappedMiB(): number {
@@ -48,39 +34,33 @@ interface Case {
   loadMs: number;
   prefillMs: number;
   pmdMiB: number;
-  times: number[];
 }
 
 async function prepare(name: string, dir: string): Promise<Case> {
   const before = pmdMappedMiB();
   const t0 = performance.now();
-  const vlm = await SmolVLM.load(dir, { dtype, kernels: native! });
+  const vlm = await SmolVLM.load(dir, { dtype, kernels: native });
   const loadMs = performance.now() - t0;
   const t1 = performance.now();
   const cache = prefilledCache(vlm.model, context, steps);
-  return { name, vlm, cache, loadMs, prefillMs: performance.now() - t1, pmdMiB: pmdMappedMiB() - before, times: [] };
+  return { name, vlm, cache, loadMs, prefillMs: performance.now() - t1, pmdMiB: pmdMappedMiB() - before };
 }
-
-const decode = (c: Case): number => timeDecodeSteps(c.vlm.model, c.cache, context, steps);
 
 const dir = mkdtempSync(join(tmpdir(), "smolvlm-page-cache-"));
 try {
   const small = join(dir, "as-written"), huge = join(dir, "read-back");
-  cpSync(v.model!, small, { recursive: true });
-  cpSync(v.model!, huge, { recursive: true });
+  cpSync(model, small, { recursive: true });
+  cpSync(model, huge, { recursive: true });
   if (!dropFileCache(join(huge, "model.safetensors"))) console.log("(dropFileCache did nothing here: both copies stay as written)");
   const cases = [await prepare("4 KiB folios (as written)", small), await prepare("read back after dropFileCache", huge)];
-  for (const c of cases) decode(c); // warm-up
-  for (let r = 0; r < rounds; r++) for (const c of cases) c.times.push(decode(c));
-  const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
-  const base = median(cases[0]!.times);
-  for (const c of cases) {
-    const step = median(c.times);
+  const medians = alternatedStepMedians(cases.map((c) => ({ model: c.vlm.model, cache: c.cache })), context, steps, rounds);
+  cases.forEach((c, i) => {
+    const [step, base] = [medians[i]!, medians[0]!];
     console.log(
       `${c.name}: ${c.pmdMiB} MiB mapped 2 MiB at a time; load ${c.loadMs.toFixed(0)} ms, first prefill (${context} tokens) ${c.prefillMs.toFixed(0)} ms, ` +
         `${dtype} step ${step.toFixed(2)} ms (${(1000 / step).toFixed(1)} tok/s), ${(base / step).toFixed(3)}x`,
     );
-  }
+  });
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

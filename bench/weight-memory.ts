@@ -29,7 +29,7 @@ import type { Kernels, LinearWeight } from "../src/backend/kernels.js";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import { isPackedQ4, isQuantized } from "../src/quant/format.js";
 import { SmolVLM } from "../src/smolvlm.js";
-import { prefilledCache, timeDecodeSteps } from "./decode-loop.js";
+import { alternatedStepMedians, copyToFreshPages, median, prefilledCache } from "./decode-loop.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -45,7 +45,6 @@ if (!found) throw new Error("weight-memory needs the native kernels");
 const native: NativeKernels = found;
 if (!native.info().bf16Native) console.log("(no vdpbf16ps here: bf16 mode runs the float32 kernel on rounded activations)");
 native.linearMode = "bf16";
-const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 
 if (v.steps) await compareSteps();
 else compareLinears();
@@ -68,14 +67,13 @@ async function compareSteps(): Promise<void> {
   for (const c of variants) {
     const t0 = performance.now();
     const vlm = await SmolVLM.load(v.model!, { dtype: "bf16", kernels: c.kernels });
-    cases.push({ ...c, vlm, loadMs: performance.now() - t0, cache: prefilledCache(vlm.model, context, steps), times: [] as number[] });
+    cases.push({ ...c, model: vlm.model, loadMs: performance.now() - t0, cache: prefilledCache(vlm.model, context, steps) });
   }
-  for (let r = 0; r < rounds; r++) for (const c of cases) c.times.push(timeDecodeSteps(c.vlm.model, c.cache, context, steps));
-  const base = median(cases[0]!.times);
-  for (const c of cases) {
-    const step = median(c.times);
+  const medians = alternatedStepMedians(cases, context, steps, rounds);
+  cases.forEach((c, i) => {
+    const [step, base] = [medians[i]!, medians[0]!];
     console.log(`${c.name}: load ${c.loadMs.toFixed(0)} ms, step ${step.toFixed(2)} ms (${(1000 / step).toFixed(1)} tok/s, ${(base / step).toFixed(3)}x) after ${context} tokens`);
-  }
+  });
 }
 
 /** The one-row linear over the decoder weights, mapped against copied into fresh memory. */
@@ -89,14 +87,7 @@ function compareLinears(): void {
   /** The same tensors copied into one block of fresh 2 MiB-page memory, and what the copy took. */
   const anonymousCopy = (): { tensors: Tensor[]; ms: number } => {
     const t0 = performance.now();
-    const block = allocPages(bytes);
-    let offset = 0;
-    const tensors = mapped.map((w) => {
-      const data = new Uint16Array(block, offset, w.data.length);
-      data.set(w.data as Uint16Array);
-      offset += w.data.byteLength;
-      return { ...w, data };
-    });
+    const tensors = copyToFreshPages(mapped);
     return { tensors, ms: performance.now() - t0 };
   };
 
