@@ -86,10 +86,8 @@ namespace smolvlm {
 // the line prefetches arrive. On Zen 5 the two together streamed the one-row kernels' weights
 // 1.2x faster from the page cache than every line 4 KiB ahead alone, and 1.4x from fresh memory;
 // either alone did not (BENCHMARKS.md section 17).
-template <size_t STEP, size_t PAGE_AHEAD>
-inline void prefetch_page_start(const void* p, size_t step = STEP) {
-  if constexpr (PAGE_AHEAD == 0) return;  // no page prefetch (ISAs where it was not measured)
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(p) + PAGE_AHEAD;
+// The first two lines of the 4 KiB page starting within [ahead, ahead + step), if one does.
+inline void prefetch_if_page_start(uintptr_t ahead, size_t step) {
   if ((ahead & 4095) < step) {
     const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
     SMOLVLM_PREFETCH(page);
@@ -97,18 +95,18 @@ inline void prefetch_page_start(const void* p, size_t step = STEP) {
   }
 }
 
+template <size_t STEP, size_t PAGE_AHEAD>
+inline void prefetch_page_start(const void* p, size_t step = STEP) {
+  if constexpr (PAGE_AHEAD == 0) return;  // no page prefetch (ISAs where it was not measured)
+  prefetch_if_page_start(reinterpret_cast<uintptr_t>(p) + PAGE_AHEAD, step);
+}
+
 // prefetch_stream with run-time sizes: for streams whose step depends on the shapes (a head's
 // keys and values in a head-major KV cache). No page prefetch where pageAhead is 0.
 inline void prefetch_stream_rt(const void* p, size_t step, size_t lineAhead, size_t pageAhead) {
   const char* c = static_cast<const char*>(p);
   for (size_t l = 0; l < step; l += 64) SMOLVLM_PREFETCH(c + lineAhead + l);
-  if (pageAhead == 0) return;
-  const uintptr_t ahead = reinterpret_cast<uintptr_t>(c) + pageAhead;
-  if ((ahead & 4095) < step) {
-    const char* page = reinterpret_cast<const char*>(ahead & ~static_cast<uintptr_t>(4095));
-    SMOLVLM_PREFETCH(page);
-    SMOLVLM_PREFETCH(page + 64);
-  }
+  if (pageAhead != 0) prefetch_if_page_start(reinterpret_cast<uintptr_t>(c) + pageAhead, step);
 }
 
 template <size_t STEP, size_t LINE_AHEAD, size_t PAGE_AHEAD>
