@@ -139,6 +139,34 @@ napi_value Linear(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// linearMany(x, rows, inDim, mode, then per weight (1 to 4): w, dtype, outDim, bias|null, y)
+napi_value LinearMany(napi_env env, napi_callback_info info) {
+  Args a(env, info, 9, "linearMany");
+  const size_t rows = a.count(1, "rows"), inDim = a.count(2, "inDim");
+  const size_t mode = a.count(3, "mode");
+  const size_t parts = (a.argc() - 4) / 5;
+  if (a.ok() && (parts < 1 || parts > static_cast<size_t>(kMaxLinearParts) || (a.argc() - 4) % 5 != 0)) {
+    a.fail("expects 1 to 4 groups of (w, dtype, outDim, bias, y)");
+  }
+  Array x = a.array(0, napi_float32_array, "x");
+  a.need(x, mul(rows, inDim), "x");
+  FloatLinear ws[kMaxLinearParts] = {};
+  for (size_t i = 0; i < parts && a.ok(); i++) {
+    const size_t at = 4 + 5 * i;
+    const size_t dtype = a.count(at + 1, "dtype"), outDim = a.count(at + 2, "outDim");
+    if (a.ok() && dtype > 2) a.fail("dtype must be 0 (F32), 1 (BF16) or 2 (F16)");
+    Array w = a.array(at, dtype == kF32 ? napi_float32_array : napi_uint16_array, "weight data");
+    a.need(w, mul(outDim, inDim), "weight data");
+    const float* bias = a.optional_f32(at + 3, outDim, "bias");
+    Array y = a.array(at + 4, napi_float32_array, "y");
+    a.need(y, mul(rows, outDim), "y");
+    ws[i] = {w.data, static_cast<int>(dtype), outDim, bias, static_cast<float*>(y.data)};
+  }
+  if (!a.ok()) return nullptr;
+  linear_many(static_cast<const float*>(x.data), rows, inDim, ws, static_cast<int>(parts), mode == 1 ? LinearMode::Bf16 : LinearMode::F32);
+  return nullptr;
+}
+
 // A quantized weight's arrays (format.ts), checked against [rows][cols] and the scheme.
 struct QuantArrays {
   Array q, scales, mins;
@@ -541,6 +569,7 @@ NAPI_MODULE_INIT() {
       {"info", nullptr, Info, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setIsa", nullptr, SetIsa, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setQuantDot", nullptr, SetQuantDot, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"linearMany", nullptr, LinearMany, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"linearQuant", nullptr, LinearQuant, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"q4x4Bytes", nullptr, Q4x4Bytes, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"packQ4x4", nullptr, PackQ4x4, nullptr, nullptr, nullptr, napi_default, nullptr},

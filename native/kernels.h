@@ -14,6 +14,20 @@ enum class LinearMode { F32 = 0, Bf16 = 1 };
 // GEMV_MAX_ROWS rows take the float32 kernel on the rounded activations). It applies to bf16
 // weights only: float32 and f16 weights always take the float32 path.
 void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t K, const float* bias, float* y, LinearMode mode);
+// One weight of linear_many: y[M][N] = x[M][K] · wᵀ (+ bias), w of WeightType dtype.
+struct FloatLinear {
+  const void* w;
+  int dtype;
+  size_t N;
+  const float* bias;
+  float* y;
+};
+constexpr int kMaxLinearParts = 4;
+// linear for 1 to kMaxLinearParts weights reading the same x (q, k and v; gate and up), with the
+// same numbers as one linear per weight. On the few-row path (decoding) weights of one dtype share
+// one parallel pass over all their chunks: one fork-join instead of one per weight, and each
+// thread's stream runs on from one weight into the next.
+void linear_many(const float* x, size_t M, size_t K, const FloatLinear* parts, int count, LinearMode mode);
 // linear with float32 weights into a column block of a wider output: row r of y starts at y + r * ldy.
 void linear_f32_strided(const float* x, size_t M, const float* w, size_t N, size_t K, const float* bias, float* y, size_t ldy);
 // True when bf16 mode runs on vdpbf16ps on this CPU (at the current ISA level).

@@ -228,14 +228,26 @@ void gemv_chunk(const GemvJob& a, size_t c) {
   }
 }
 
-void gemv_bf16(const float* x, const uint16_t* w, size_t N, size_t K, const float* bias, float* y) {
+// One input row against 1 to kMaxLinearParts bf16 weights, x rounded once and all the weights'
+// chunks in one parallel pass (as matmul_impl.inc gemv_parts).
+void gemv_bf16_many(const float* x, size_t K, const FloatLinear* parts, int count) {
   const size_t Kp = (K + 31) / 32 * 32;
   static thread_local ScratchBuffer<uint16_t> xbuf;
   uint16_t* xb = xbuf.get(Kp);
   to_bf16_run(x, K, xb);
   std::fill(xb + K, xb + Kp, uint16_t{0});
-  const GemvJob a{xb, w, N, K, bias, y, gemv_chunk_outputs(2 * K)};
-  parallel_chunks((N + a.chunk - 1) / a.chunk, [&](size_t c) { gemv_chunk(a, c); });
+  GemvJob jobs[kMaxLinearParts];
+  size_t first[kMaxLinearParts + 1] = {0};
+  for (int i = 0; i < count; i++) {
+    const FloatLinear& p = parts[i];
+    jobs[i] = GemvJob{xb, static_cast<const uint16_t*>(p.w), p.N, K, p.bias, p.y, gemv_chunk_outputs(2 * K)};
+    first[i + 1] = first[i] + (p.N + jobs[i].chunk - 1) / jobs[i].chunk;
+  }
+  parallel_chunks(first[count], [&](size_t t) {
+    int i = 0;
+    while (t >= first[i + 1]) i++;
+    gemv_chunk(jobs[i], t - first[i]);
+  });
 }
 
 }  // namespace
@@ -277,6 +289,19 @@ void round_to_bf16(const float* x, size_t n, float* out) {
   parallel_for_each((n + kChunk - 1) / kChunk, task);
 }
 
+bool gemv_many(Isa isa, const float* x, size_t M, size_t K, int dt, const FloatLinear* parts, int count) {
+  switch (isa) {
+#ifdef SMOLVLM_X86
+    case Isa::Avx512: return avx512::gemv_many(x, M, K, dt, parts, count);
+    case Isa::Avx2: return avx2::gemv_many(x, M, K, dt, parts, count);
+#endif
+#ifdef SMOLVLM_ARM64
+    case Isa::Neon: return neon::gemv_many(x, M, K, dt, parts, count);
+#endif
+    default: return scalar::gemv_many(x, M, K, dt, parts, count);
+  }
+}
+
 // Rows up to which linear() takes the few-row path at this ISA (as matmul_impl.inc decides it).
 [[maybe_unused]] size_t gemv_max_rows(Isa isa) {
   int dflt = scalar::S::GEMV_MAX_ROWS;
@@ -312,7 +337,8 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
       return;
     }
     if (linear_bf16_native() && M == 1) {
-      avx512bf16::gemv_bf16(x, static_cast<const uint16_t*>(w), N, K, bias, y);
+      const FloatLinear part{w, dtype, N, bias, y};
+      avx512bf16::gemv_bf16_many(x, K, &part, 1);
       return;
     }
 #endif
@@ -326,6 +352,36 @@ void linear(const float* x, size_t M, const void* w, int dtype, size_t N, size_t
     return;
   }
   linear_f32(isa, x, M, w, dtype, N, K, bias, y, N);
+}
+
+void linear_many(const float* x, size_t M, size_t K, const FloatLinear* parts, int count, LinearMode mode) {
+  if (M == 0 || count <= 0) return;
+  bool shared = K > 0;
+  for (int i = 0; i < count; i++) shared = shared && parts[i].dtype == parts[0].dtype && parts[i].N > 0;
+  if (shared) {
+    const Isa isa = current_isa();
+    const int dt = parts[0].dtype;
+    if (mode == LinearMode::Bf16 && dt == kBF16) {
+#ifdef SMOLVLM_HAVE_BF16_KERNEL
+      if (linear_bf16_native() && M == 1) {
+        avx512bf16::gemv_bf16_many(x, K, parts, count);
+        return;
+      }
+      const bool gemm = linear_bf16_native() && M > gemv_max_rows(isa);
+#else
+      const bool gemm = false;
+#endif
+      if (!gemm && M <= gemv_max_rows(isa)) {  // as linear(): the float32 kernel on rounded x
+        static thread_local std::vector<float> rounded;
+        rounded.resize(M * K);
+        round_to_bf16(x, M * K, rounded.data());
+        if (gemv_many(isa, rounded.data(), M, K, dt, parts, count)) return;
+      }
+    } else if (gemv_many(isa, x, M, K, dt, parts, count)) {
+      return;
+    }
+  }
+  for (int i = 0; i < count; i++) linear(x, M, parts[i].w, parts[i].dtype, parts[i].N, K, parts[i].bias, parts[i].y, mode);
 }
 
 void linear_f32_strided(const float* x, size_t M, const float* w, size_t N, size_t K, const float* bias, float* y, size_t ldy) {

@@ -224,6 +224,33 @@ function kernelTests(native: NativeKernels, isa: NativeIsa): void {
     }
   });
 
+  test("linearMany with float weights gives each weight's own linear, in both modes (1 to 20 rows, 2 to 4 weights, mixed dtypes)", () => {
+    const cases: { rows: number; inDim: number; outs: number[]; dtypes: ("F32" | "BF16" | "F16")[] }[] = [
+      { rows: 1, inDim: 960, outs: [960, 320, 320], dtypes: ["BF16", "BF16", "BF16"] },
+      { rows: 1, inDim: 33, outs: [17, 1, 65], dtypes: ["F32", "F32", "F32"] },
+      { rows: 1, inDim: 100, outs: [7, 63, 129, 5], dtypes: ["F16", "F16", "F16", "F16"] },
+      { rows: 1, inDim: 64, outs: [40, 24], dtypes: ["BF16", "F32"] },
+      { rows: 3, inDim: 130, outs: [70, 33], dtypes: ["BF16", "BF16"] },
+      { rows: 9, inDim: 96, outs: [48, 48, 16], dtypes: ["F32", "F32", "F32"] },
+      { rows: 20, inDim: 64, outs: [129, 40], dtypes: ["BF16", "BF16"] },
+    ];
+    try {
+      for (const mode of ["f32", "bf16"] as const) {
+        native.linearMode = mode;
+        for (const [n, c] of cases.entries()) {
+          const x = randomArray(c.rows * c.inDim, 40 + n, 2);
+          const ws = c.outs.map((o, i) => randomWeight(c.dtypes[i]!, o, c.inDim, 50 + 7 * n + i));
+          const biases = c.outs.map((o, i) => (i % 2 ? randomArray(o, 90 + i) : null));
+          const many = native.linearMany(x, c.rows, ws, biases);
+          ws.forEach((w, i) => assert.deepEqual(many[i], native.linear(x, c.rows, w, biases[i]), `${mode} case ${n} weight ${i}`));
+          ws.forEach((w, i) => assertClose(many[i]!, tsKernels.linear(x, c.rows, w, biases[i]), mode === "bf16" ? 1e-2 : 1e-5, `${mode} case ${n} weight ${i} vs reference`));
+        }
+      }
+    } finally {
+      native.linearMode = "f32";
+    }
+  });
+
   test("rmsNorm and layerNorm", () => {
     for (const rows of [1, 3, 70]) {
       for (const dim of [33, 960]) {

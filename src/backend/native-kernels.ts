@@ -22,6 +22,8 @@ import { allocateQuantized, isPackedQ4, isQuantized, QUANT_BLOCK, type PackedQ4T
 /** The addon's raw functions: every output array is allocated here and filled in place. */
 interface NativeAddon {
   linear(x: Float32Array, rows: number, w: Float32Array | Uint16Array, dtype: number, outDim: number, inDim: number, bias: Float32Array | null, y: Float32Array, mode: number): void;
+  /** Then, per weight (1 to 4): data, dtype code, outDim, bias | null, y. */
+  linearMany(x: Float32Array, rows: number, inDim: number, mode: number, ...parts: (Float32Array | Uint16Array | number | null)[]): void;
   /** Then, per weight (1 to 4): codes (or the packed Q4_1x4 bytes), scales | null, mins | null, outDim, bias | null, y. */
   linearQuant(x: Float32Array, rows: number, inDim: number, scheme: number, ...parts: (Int8Array | Uint8Array | Uint16Array | Float32Array | number | null)[]): void;
   q4x4Bytes(rows: number, cols: number): number;
@@ -312,10 +314,43 @@ export function loadNativeKernels(): NativeKernels | null {
     return ys;
   };
 
+  /**
+   * Float weights reading the same x in one native call (one fork-join for all of them on the
+   * decoding path), each one's output as `kernels.linear` gives it.
+   */
+  const linearFloat = (
+    mode: number, x: Float32Array, rows: number, ws: readonly Tensor[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly (Float32Array | undefined)[],
+  ): Float32Array[] => {
+    const args = ws.map((w) => weightArgs(w, "linear"));
+    const inDim = args[0]!.inDim;
+    if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
+    const ys = ws.map((w, i) => outputArray(outs?.[i], rows * args[i]!.outDim, "linear"));
+    const b = (i: number): Float32Array | null => biases?.[i] ?? null;
+    const [w0, w1, w2] = ws;
+    const [a0, a1, a2] = args;
+    // Fixed-arity calls for the counts the decoder makes (as linearQuant).
+    if (ws.length === 2) {
+      a.linearMany(x, rows, inDim, mode, w0!.data as Float32Array, a0!.code, a0!.outDim, b(0), ys[0]!, w1!.data as Float32Array, a1!.code, a1!.outDim, b(1), ys[1]!);
+    } else if (ws.length === 3) {
+      a.linearMany(
+        x, rows, inDim, mode,
+        w0!.data as Float32Array, a0!.code, a0!.outDim, b(0), ys[0]!,
+        w1!.data as Float32Array, a1!.code, a1!.outDim, b(1), ys[1]!,
+        w2!.data as Float32Array, a2!.code, a2!.outDim, b(2), ys[2]!,
+      );
+    } else {
+      a.linearMany(x, rows, inDim, mode, ...ws.flatMap((w, i) => [w.data as Float32Array, args[i]!.code, args[i]!.outDim, b(i), ys[i]!]));
+    }
+    return ys;
+  };
+
   const quantOrPacked = (w: LinearWeight): w is QuantizedTensor | PackedQ4Tensor => isQuantized(w) || isPackedQ4(w);
   /** Whether `ws` can share one quantized call: same scheme and input size, at most 4. */
   const shareable = (ws: readonly LinearWeight[]): ws is readonly (QuantizedTensor | PackedQ4Tensor)[] =>
     ws.length > 0 && ws.length <= 4 && ws.every((w) => quantOrPacked(w) && w.dtype === ws[0]!.dtype && w.shape[1] === ws[0]!.shape[1]);
+  /** Whether `ws` can share one float call: 2 to 4 unquantized weights of one input size. */
+  const shareableFloat = (ws: readonly LinearWeight[]): ws is readonly Tensor[] =>
+    ws.length >= 2 && ws.length <= 4 && ws.every((w) => !quantOrPacked(w) && w.shape[1] === ws[0]!.shape[1]);
 
   const linearWith = (mode: number, x: Float32Array, rows: number, weight: LinearWeight, bias?: Float32Array | null, out?: Float32Array): Float32Array => {
     if (quantOrPacked(weight)) return linearQuant(x, rows, [weight], [bias], [out])[0]!;
@@ -341,8 +376,11 @@ export function loadNativeKernels(): NativeKernels | null {
     name: "native",
     linearMode: "f32",
     linear: (x, rows, weight, bias, out) => linearWith(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weight, bias, out),
-    linearMany: (x, rows, weights, biases, outs) =>
-      shareable(weights) ? linearQuant(x, rows, weights, biases, outs) : weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i])),
+    linearMany: (x, rows, weights, biases, outs) => {
+      if (shareable(weights)) return linearQuant(x, rows, weights, biases, outs);
+      if (shareableFloat(weights)) return linearFloat(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weights, biases, outs);
+      return weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i]));
+    },
     linearBf16: (x, rows, weight, bias, out) => linearWith(1, x, rows, weight, bias, out),
     linearF32: (x, rows, weight, bias, out) => linearWith(0, x, rows, weight, bias, out),
     packQ4: (w) => packQ4Into(w, (bytes) => new Uint8Array(bytes)),
