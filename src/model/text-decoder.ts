@@ -153,9 +153,9 @@ export class TextDecoder {
    * next `rows` positions of its own cache (a prefill chunk, or one decode step). The linear
    * layers see every row at once, so each weight is read once for the whole batch; attention is
    * per segment. Returns the last row's logits of each segment ([segments, vocab]), or every
-   * row's logits when `allLogits` is set ([rows, vocab]).
+   * row's logits when `allLogits` is set ([rows, vocab]), in `logitsOut` if given (its size).
    */
-  forwardSegments(embeds: Float32Array, segments: readonly Segment[], allLogits = false): Float32Array {
+  forwardSegments(embeds: Float32Array, segments: readonly Segment[], allLogits = false, logitsOut?: Float32Array): Float32Array {
     const k = this.kernels;
     const h = this.config.hiddenSize;
     const rows = segments.reduce((n, s) => n + s.rows, 0);
@@ -177,7 +177,7 @@ export class TextDecoder {
     for (const s of segments) s.cache.length += s.rows;
     const tail = allLogits ? x : lastRows(x, segments, h);
     const tailRows = allLogits ? rows : segments.length;
-    return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, eps), tailRows, this.lmHead);
+    return k.linear(k.rmsNorm(tail, tailRows, this.finalNorm, eps), tailRows, this.lmHead, null, logitsOut);
   }
 
   /**
