@@ -240,8 +240,10 @@ export class Engine {
   }
 
   /**
-   * The logits array of a pass with `rows` outputs, one array reused from step to step: a new
-   * 49,280-float array per decode step cost 0.6 ms (its fresh pages faulted in on every step).
+   * The logits array of a pass with `rows` outputs, one array reused from step to step rather than
+   * a new 49,280-float array per step: bf16 decoding 1.01-1.02x faster, q4 unchanged (BENCHMARKS.md
+   * section 18). The lm_head alone into fresh memory measured 0.6 ms slower; in the loop the
+   * allocator mostly recycles the pages.
    */
   private logitsFor(rows: number): Float32Array {
     const n = rows * this.model.config.text.vocabSize;
