@@ -1,0 +1,42 @@
+/**
+ * Two builds of the native addon compared on whole decode steps in one process: one model each
+ * (the same checkpoint; q4 weights are repacked once per model), a cache prefilled with
+ * `--context` token ids each, and rounds of `--steps` steps taken in turn after a warm-up round
+ * (decode-loop.ts alternatedStepMedians). Separate processes differ by more than a few percent
+ * on this shared machine; this sees both builds under the same bus.
+ *
+ *   node dist/bench/ab-steps.js A.node B.node [--model DIR] [--dtype q4] [--context 876] [--steps 16] [--rounds 15]
+ */
+import { parseArgs } from "node:util";
+import { resolve } from "node:path";
+import type { NativeKernels } from "../src/backend/native-kernels.js";
+import { linearModeFor, SmolVLM, type DTypeMode } from "../src/smolvlm.js";
+import { alternatedStepMedians, prefilledCache } from "./decode-loop.js";
+
+const { values: v, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
+    dtype: { type: "string", default: "q4" },
+    context: { type: "string", default: "876" },
+    steps: { type: "string", default: "16" },
+    rounds: { type: "string", default: "15" },
+  },
+});
+if (positionals.length !== 2) throw new Error("usage: ab-steps.js A.node B.node [--dtype q4] [--context 876] [--rounds 15]");
+const dtype = v.dtype as DTypeMode;
+const [context, steps] = [Number(v.context), Number(v.steps)];
+
+const runs = [];
+for (const [i, path] of positionals.entries()) {
+  // A second instance of the kernels module (its own addon) per build: the query string makes it one.
+  process.env.SMOLVLM_NATIVE_PATH = resolve(path);
+  const mod = (await import(`../src/backend/native-kernels.js?build=${i}`)) as { loadNativeKernels(): NativeKernels | null };
+  const native = mod.loadNativeKernels();
+  if (!native) throw new Error(`${path}: the addon did not load`);
+  native.linearMode = linearModeFor(dtype, native.info().bf16Native);
+  const vlm = await SmolVLM.load(v.model!, { dtype, kernels: native });
+  runs.push({ model: vlm.model, cache: prefilledCache(vlm.model, context, steps) });
+}
+const [a, b] = alternatedStepMedians(runs, context, steps, Number(v.rounds));
+console.log(`${dtype}, ${steps} steps after ${context} tokens: A ${a!.toFixed(3)} ms/step, B ${b!.toFixed(3)} ms/step: B is ${(a! / b!).toFixed(3)}x A`);
