@@ -138,9 +138,14 @@ export class KVCache {
     return this.capacity * this.rowSize * (this.dtype === "BF16" ? 2 : 4) * 2 * this.numLayers;
   }
 
-  /** Drops spare capacity (before the cache is kept around in the prefix cache). */
+  /**
+   * Drops spare capacity (before the cache is kept around in the prefix cache), when it is more
+   * than an eighth of the cache. A finished generation leaves one spare position (the last token is
+   * never fed back), and copying the whole cache to save it cost a second copy's memory and, on a
+   * VM, 5-12 µs per fresh page (40 MB for an 876-token prompt and 128 tokens in bf16).
+   */
   shrinkToFit(): void {
-    if (this.capacity === this.length || this.length === 0) return;
+    if (this.length === 0 || this.capacity - this.length <= this.capacity / 8) return;
     const from = this.capacity;
     this.keys = this.keys.map((k) => this.relayout(k, from, this.length, this.length));
     this.values = this.values.map((v) => this.relayout(v, from, this.length, this.length));
