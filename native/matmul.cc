@@ -243,11 +243,7 @@ void gemv_bf16_many(const float* x, size_t K, const FloatLinear* parts, int coun
     jobs[i] = GemvJob{xb, static_cast<const uint16_t*>(p.w), p.N, K, p.bias, p.y, gemv_chunk_outputs(2 * K)};
     first[i + 1] = first[i] + (p.N + jobs[i].chunk - 1) / jobs[i].chunk;
   }
-  parallel_chunks(first[count], [&](size_t t) {
-    int i = 0;
-    while (t >= first[i + 1]) i++;
-    gemv_chunk(jobs[i], t - first[i]);
-  });
+  parallel_part_chunks(first, count, [&](int i, size_t c) { gemv_chunk(jobs[i], c); });
 }
 
 }  // namespace

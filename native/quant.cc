@@ -474,7 +474,7 @@ constexpr size_t kLineAhead = 4096, kPageAhead = 8192;
 // both halves), and no horizontal adds per pair. Each 128-bit lane of the integer sums holds 4
 // partial sums of one (row, block); it is scaled as it stands by that block's dw·dx, spread over
 // the lane by one permute, and the lanes are summed once per output at the end. From L2, one
-// thread, 1.08-1.14x the ymm kernel with horizontal adds (scratch program, 500M shapes).
+// thread, 1.06-1.14x the ymm kernel with horizontal adds (scratch program, 500M shapes).
 #define SMOLVLM_X4_GROUP 1
 inline void gemv_x4_group(const QuantJob& a, size_t g);
 #include "quant_gemv_impl.inc"
@@ -871,11 +871,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
   }
 #endif
   // All the parts' chunks in order, one range per thread.
-  parallel_chunks(m.firstTask[count], [&](size_t t) {
-    int i = 0;
-    while (t >= m.firstTask[i + 1]) i++;
-    m.run(m.parts[i], t - m.firstTask[i]);
-  });
+  parallel_part_chunks(m.firstTask, count, [&](int i, size_t c) { m.run(m.parts[i], c); });
 }
 
 }  // namespace smolvlm

@@ -76,4 +76,15 @@ void parallel_chunks(size_t chunks, F&& f) {
   parallel_for_each(ranges.tasks(), thread);
 }
 
+// The chunks of several parts (weights sharing one input) in one parallel_chunks pass, in order:
+// part i owns chunks [first[i], first[i + 1]); f(i, chunk within part i).
+template <class F>
+void parallel_part_chunks(const size_t* first, int parts, F&& f) {
+  parallel_chunks(first[parts], [&](size_t t) {
+    int i = 0;
+    while (t >= first[i + 1]) i++;
+    f(i, t - first[i]);
+  });
+}
+
 }  // namespace smolvlm

@@ -378,7 +378,8 @@ export function loadNativeKernels(): NativeKernels | null {
     linear: (x, rows, weight, bias, out) => linearWith(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weight, bias, out),
     linearMany: (x, rows, weights, biases, outs) => {
       if (shareable(weights)) return linearQuant(x, rows, weights, biases, outs);
-      if (shareableFloat(weights)) return linearFloat(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weights, biases, outs);
+      // (An addon built before linearMany takes one call per weight.)
+      if (shareableFloat(weights) && typeof a.linearMany === "function") return linearFloat(kernels.linearMode === "bf16" ? 1 : 0, x, rows, weights, biases, outs);
       return weights.map((w, i) => kernels.linear(x, rows, w, biases?.[i], outs?.[i]));
     },
     linearBf16: (x, rows, weight, bias, out) => linearWith(1, x, rows, weight, bias, out),
