@@ -277,6 +277,29 @@ function weightArgs(weight: Tensor, fn: string): { outDim: number; inDim: number
   return { outDim, inDim, code };
 }
 
+/*
+ * The decoding path's small helpers below take one kind of array at every call, so that the
+ * optimizing compiler's code for the linears is not thrown away in the middle of a process's first
+ * generation: an absent list and a list read through the same `?.[i]`, or arrays made by `map` and
+ * by a literal, had each done that, and every recompile (15-60 ms of V8's background work) took a
+ * core from the kernels' two threads (BENCHMARKS.md section 18).
+ */
+const NO_ARRAYS: readonly null[] = [null, null, null, null];
+
+/** `count` output arrays, each `outs[i]` if given (checked for its size) or a new one. */
+function outputArrays(count: number, size: (i: number) => number, outs?: readonly (Float32Array | undefined)[]): Float32Array[] {
+  const given = outs ?? NO_ARRAYS;
+  const ys: Float32Array[] = [];
+  for (let i = 0; i < count; i++) ys.push(outputArray(given[i] ?? undefined, size(i), "linear"));
+  return ys;
+}
+
+/** biases[i], or null where there is none. */
+function biasOf(biases?: readonly (Float32Array | null | undefined)[]): (i: number) => Float32Array | null {
+  const given = biases ?? NO_ARRAYS;
+  return (i) => given[i] ?? null;
+}
+
 /** The native kernels, or null when the addon is unavailable (see nativeLoadError()). */
 export function loadNativeKernels(): NativeKernels | null {
   const a = loadAddon();
@@ -291,12 +314,12 @@ export function loadNativeKernels(): NativeKernels | null {
   ): Float32Array[] => {
     const inDim = ws[0]!.shape[1];
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-    const ys = ws.map((w, i) => outputArray(outs?.[i], rows * w.shape[0], "linear"));
+    const ys = outputArrays(ws.length, (i) => rows * ws[i]!.shape[0], outs);
     const code = SCHEME_CODE[ws[0]!.dtype];
     // Fixed-arity calls for the common counts: a spread call over a built argument list costs a
     // few microseconds, a tenth of a small decode-time linear.
-    const [w0, w1, w2] = ws.map(tables);
-    const b = (i: number): Float32Array | null => biases?.[i] ?? null;
+    const w0 = tables(ws[0]!), w1 = ws.length > 1 ? tables(ws[1]!) : w0, w2 = ws.length > 2 ? tables(ws[2]!) : w0;
+    const b = biasOf(biases);
     if (ws.length === 1) {
       a.linearQuant(x, rows, inDim, code, w0!.data, w0!.scales, w0!.mins, w0!.shape[0], b(0), ys[0]!);
     } else if (ws.length === 2) {
@@ -321,13 +344,14 @@ export function loadNativeKernels(): NativeKernels | null {
   const linearFloat = (
     mode: number, x: Float32Array, rows: number, ws: readonly Tensor[], biases?: readonly (Float32Array | null | undefined)[], outs?: readonly (Float32Array | undefined)[],
   ): Float32Array[] => {
-    const args = ws.map((w) => weightArgs(w, "linear"));
+    const args: ReturnType<typeof weightArgs>[] = [];
+    for (const w of ws) args.push(weightArgs(w, "linear"));
     const inDim = args[0]!.inDim;
     if (x.length < rows * inDim) throw new Error(`linear: input has ${x.length} values, expected ${rows}x${inDim}`);
-    const ys = ws.map((w, i) => outputArray(outs?.[i], rows * args[i]!.outDim, "linear"));
-    const b = (i: number): Float32Array | null => biases?.[i] ?? null;
-    const [w0, w1, w2] = ws;
-    const [a0, a1, a2] = args;
+    const ys = outputArrays(ws.length, (i) => rows * args[i]!.outDim, outs);
+    const b = biasOf(biases);
+    const w0 = ws[0]!, w1 = ws[1 % ws.length]!, w2 = ws[2 % ws.length]!;
+    const a0 = args[0]!, a1 = args[1 % ws.length]!, a2 = args[2 % ws.length]!;
     // Fixed-arity calls for the counts the decoder makes (as linearQuant).
     if (ws.length === 2) {
       a.linearMany(x, rows, inDim, mode, w0!.data as Float32Array, a0!.code, a0!.outDim, b(0), ys[0]!, w1!.data as Float32Array, a1!.code, a1!.outDim, b(1), ys[1]!);
