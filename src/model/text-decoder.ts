@@ -170,8 +170,6 @@ export class TextDecoder {
       const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, eps, b.normed), segments, cos, sin, b);
       k.addInPlace(x, attn);
       const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, eps, b.normed);
-      // Indexed, not destructured: array destructuring goes through the iterator protocol, one more
-      // check for the optimizing compiler to fail mid-generation (BENCHMARKS.md section 18).
       const gateUp = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, [b.gate, b.up]);
       const act = k.siluMul(gateUp[0]!, gateUp[1]!, b.act);
       k.addInPlace(x, k.linear(act, rows, layer.down, null, b.hidden));
