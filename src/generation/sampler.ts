@@ -61,6 +61,8 @@ export function argmax(logits: ArrayLike<number>): number {
 export class Sampler {
   readonly options: SamplingOptions;
   private readonly random: Random;
+  /** DescendingOrder's room, kept between picks. */
+  private orderScratch = new Int32Array(0);
 
   constructor(options: SamplingOptions) {
     if (!options.greedy && !(options.temperature > 0)) throw new RangeError(`temperature must be > 0 when sampling, got ${options.temperature}`);
@@ -97,7 +99,8 @@ export class Sampler {
     // Candidates in descending logit order (ties: lower id first), sorted only as far as needed:
     // a pick usually reads the first few dozen of 49,280, and sorting them all cost 20-36 ms a
     // token, several decode steps.
-    const order = new DescendingOrder(logits, temperature);
+    if (this.orderScratch.length < logits.length) this.orderScratch = new Int32Array(logits.length);
+    const order = new DescendingOrder(logits, temperature, this.orderScratch);
     if (order.count === 0) throw new Error("every token is masked: nothing to sample");
     const count = topK > 0 ? Math.min(topK, order.count) : order.count;
     const max = logits[order.at(0)]! / temperature;
@@ -157,7 +160,6 @@ export class Sampler {
 class DescendingOrder {
   /** How many ids have a logit above -Infinity. */
   readonly count: number;
-  private readonly sorted: Int32Array;
   private filled = 0;
   private readonly bits: Uint32Array;
   private readonly max: number;
@@ -165,7 +167,8 @@ class DescendingOrder {
   private band = 0;
   private static readonly BANDS = [4, 12, 30, Infinity];
 
-  constructor(private readonly logits: Float32Array, private readonly temperature: number) {
+  /** `sorted`: room for every id (reused from pick to pick: a new 200 KB array is fresh memory each time). */
+  constructor(private readonly logits: Float32Array, private readonly temperature: number, private readonly sorted: Int32Array) {
     this.bits = new Uint32Array(logits.buffer, logits.byteOffset, logits.length);
     let max = -Infinity;
     let count = 0;
@@ -178,7 +181,6 @@ class DescendingOrder {
     }
     this.count = count;
     this.max = max;
-    this.sorted = new Int32Array(count);
   }
 
   /** The i-th id in the order (i < count). */
