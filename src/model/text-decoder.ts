@@ -170,8 +170,8 @@ export class TextDecoder {
       const attn = this.attention(layer, l, k.rmsNorm(x, rows, layer.inputNorm, eps, b.normed), segments, cos, sin, b);
       k.addInPlace(x, attn);
       const normed = k.rmsNorm(x, rows, layer.postAttentionNorm, eps, b.normed);
-      const gateUp = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, [b.gate, b.up]);
-      const act = k.siluMul(gateUp[0]!, gateUp[1]!, b.act);
+      const [gate, up] = k.linearMany(normed, rows, [layer.gate, layer.up], undefined, [b.gate, b.up]);
+      const act = k.siluMul(gate!, up!, b.act);
       k.addInPlace(x, k.linear(act, rows, layer.down, null, b.hidden));
     }
     for (const s of segments) s.cache.length += s.rows;
@@ -200,8 +200,7 @@ export class TextDecoder {
     const c = this.config;
     const k = this.kernels;
     const rows = x.length / c.hiddenSize;
-    const qkv = k.linearMany(x, rows, [layer.q, layer.k, layer.v], undefined, [b.q, b.k, b.v]);
-    const q = qkv[0]!, key = qkv[1]!, value = qkv[2]!;
+    const [q, key, value] = k.linearMany(x, rows, [layer.q, layer.k, layer.v], undefined, [b.q, b.k, b.v]) as [Float32Array, Float32Array, Float32Array];
     k.rope(q, rows, c.numHeads, c.headDim, cos, sin);
     k.rope(key, rows, c.numKvHeads, c.headDim, cos, sin);
     const qStride = c.numHeads * c.headDim;
