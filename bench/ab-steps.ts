@@ -9,25 +9,13 @@
  *
  *   node dist/bench/ab-steps.js A.node B.node [--model DIR] [--dtype q4] [--context 876] [--steps 16] [--rounds 15]
  */
-import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import type { NativeKernels } from "../src/backend/native-kernels.js";
-import { linearModeFor, SmolVLM, type DTypeMode } from "../src/smolvlm.js";
-import { alternatedStepMedians, prefilledCache } from "./decode-loop.js";
+import { linearModeFor, SmolVLM } from "../src/smolvlm.js";
+import { alternatedStepMedians, decodeStepsOptions, prefilledCache } from "./decode-loop.js";
 
-const { values: v, positionals } = parseArgs({
-  allowPositionals: true,
-  options: {
-    model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
-    dtype: { type: "string", default: "q4" },
-    context: { type: "string", default: "876" },
-    steps: { type: "string", default: "16" },
-    rounds: { type: "string", default: "15" },
-  },
-});
+const { model, dtype, context, steps, rounds, positionals } = decodeStepsOptions("q4");
 if (positionals.length !== 2) throw new Error("usage: ab-steps.js A.node B.node [--dtype q4] [--context 876] [--rounds 15]");
-const dtype = v.dtype as DTypeMode;
-const [context, steps] = [Number(v.context), Number(v.steps)];
 
 const kernels: NativeKernels[] = [];
 for (const [i, path] of positionals.entries()) {
@@ -41,10 +29,10 @@ for (const [i, path] of positionals.entries()) {
 }
 const runs = [];
 for (const native of [kernels[0]!, kernels[1]!, kernels[1]!, kernels[0]!]) {
-  const vlm = await SmolVLM.load(v.model!, { dtype, kernels: native });
+  const vlm = await SmolVLM.load(model, { dtype, kernels: native });
   runs.push({ model: vlm.model, cache: prefilledCache(vlm.model, context, steps) });
 }
-const [a1, b1, b2, a2] = alternatedStepMedians(runs, context, steps, Number(v.rounds));
+const [a1, b1, b2, a2] = alternatedStepMedians(runs, context, steps, rounds);
 const [a, b] = [(a1! + a2!) / 2, (b1! + b2!) / 2];
 console.log(
   `${dtype}, ${steps} steps after ${context} tokens: A ${a.toFixed(3)} ms/step (${a1!.toFixed(3)}, ${a2!.toFixed(3)}), ` +

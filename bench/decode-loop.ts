@@ -11,22 +11,31 @@ import type { Idefics3Model } from "../src/model/idefics3.js";
 import type { KVCache } from "../src/model/kv-cache.js";
 import { linearModeFor, type DTypeMode } from "../src/smolvlm.js";
 
-/** The options of the scripts that time decode steps of one checkpoint, and the native kernels in the dtype's mode. */
-export function decodeStepsSetup(script: string): { model: string; dtype: DTypeMode; context: number; steps: number; rounds: number; native: NativeKernels } {
-  const { values: v } = parseArgs({
+/** The options of the scripts that time decode steps of one checkpoint (`--model --dtype --context --steps --rounds`), and any positionals. */
+export function decodeStepsOptions(defaultDtype: DTypeMode = "bf16"): {
+  model: string; dtype: DTypeMode; context: number; steps: number; rounds: number; positionals: string[];
+} {
+  const { values: v, positionals } = parseArgs({
+    allowPositionals: true,
     options: {
       model: { type: "string", default: "/tmp/smolvlm-500m-shaped" },
-      dtype: { type: "string", default: "bf16" },
+      dtype: { type: "string", default: defaultDtype },
       context: { type: "string", default: "876" },
       steps: { type: "string", default: "16" },
       rounds: { type: "string", default: "15" },
     },
   });
+  return { model: v.model!, dtype: v.dtype as DTypeMode, context: Number(v.context), steps: Number(v.steps), rounds: Number(v.rounds), positionals };
+}
+
+/** decodeStepsOptions, and the native kernels in the dtype's mode. */
+export function decodeStepsSetup(script: string): ReturnType<typeof decodeStepsOptions> & { native: NativeKernels } {
+  const options = decodeStepsOptions();
+  if (options.positionals.length > 0) throw new Error(`${script} takes options only, not ${options.positionals.join(" ")}`);
   const native = loadNativeKernels();
   if (!native) throw new Error(`${script} needs the native kernels`);
-  const dtype = v.dtype as DTypeMode;
-  native.linearMode = linearModeFor(dtype, native.info().bf16Native);
-  return { model: v.model!, dtype, context: Number(v.context), steps: Number(v.steps), rounds: Number(v.rounds), native };
+  native.linearMode = linearModeFor(options.dtype, native.info().bf16Native);
+  return { ...options, native };
 }
 
 /** A cache holding `context` prompt positions (256 per pass), with room for `steps` more. */
