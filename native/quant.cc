@@ -768,6 +768,16 @@ void quantize_activations_parallel(const float* x, size_t M, size_t K, Quantized
 }
 #endif
 
+// The few-row path's input quantized per block: with the AVX2 block code where the CPU has it, the
+// same codes as the portable loop, 3.6-3.9x faster (0.24 against 0.94 us for a 960-wide row, paid by
+// every decoding linear, about 130 calls per token).
+void quantize_few_rows(const float* x, size_t M, size_t K, QuantizedRows& out) {
+#ifdef SMOLVLM_X86
+  if (use_avx2()) return quantize_activations_parallel(x, M, K, out, false);
+#endif
+  quantize_activations(x, M, K, out);
+}
+
 #include "quant_gemm.inc"
 
 }  // namespace
@@ -832,17 +842,7 @@ void linear_quant_many(const float* x, size_t M, size_t K, int scheme, const Qua
     return;
   }
   static thread_local QuantizedRows xq;
-#ifdef SMOLVLM_X86
-  // The same codes as the portable loop, 3.6-3.9x faster: 0.24 against 0.94 us for a 960-wide row,
-  // paid by every decoding linear (about 130 calls per token).
-  if (use_avx2()) {
-    quantize_activations_parallel(x, M, K, xq, false);
-  } else {
-    quantize_activations(x, M, K, xq);
-  }
-#else
-  quantize_activations(x, M, K, xq);
-#endif
+  quantize_few_rows(x, M, K, xq);
   MultiJob m{};
   m.count = count;
   m.firstTask[0] = 0;
