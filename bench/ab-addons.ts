@@ -28,7 +28,7 @@ import { parseArgs } from "node:util";
 import { SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import type { PackedQ4Tensor, QuantizedTensor } from "../src/quant/format.js";
 import { allocateQuantized, isPackedQ4, isQuantized, quantizedBytes } from "../src/quant/format.js";
-import { copyToFreshPages } from "./decode-loop.js";
+import { copyToFreshPages, median } from "./decode-loop.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -97,7 +97,6 @@ function pass(a: RawAddon, rows: number, x: Float32Array, ys: Float32Array[]): n
   return performance.now() - t0;
 }
 
-const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 console.log(`${names.length} ${v.weights} weights, ${(bytes / 1e6).toFixed(0)} MB as ${v.dtype}; A ${positionals[0]}, B ${positionals[1]}; ${passes} passes each, alternating`);
 for (const rows of v.rows!.split(",").map(Number)) {
   const x = new Float32Array(rows * 4096).map((_, i) => Math.sin(i) * 0.5);

@@ -19,6 +19,7 @@
 import { createRequire } from "node:module";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { median } from "./decode-loop.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -44,7 +45,6 @@ const modes = v.modes!.split(",").map((m) => {
 });
 if (modes.length !== 2) throw new Error(`--modes: two of f32 and bf16, not ${v.modes}`);
 const wave = (n: number, phase: number): Float32Array => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + phase) * 1.5);
-const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 
 /** bf16 bits of x (truncated: the values only need to be bf16 numbers). */
 const bf16 = (x: Float32Array): Uint16Array => new Uint16Array(Uint32Array.from(new Uint32Array(x.buffer), (b) => b >>> 16));

@@ -34,6 +34,7 @@ import type { LinearWeight, RoundRowsToBf16 } from "../src/backend/kernels.js";
 import { roundRowsToBf16 } from "../src/backend/dtype.js";
 import { quantizeWeight } from "../src/quant/quantize.js";
 import type { Tensor } from "../src/io/safetensors.js";
+import { median } from "./decode-loop.js";
 
 const { values: v, positionals } = parseArgs({
   allowPositionals: true,
@@ -43,7 +44,6 @@ const native = loadNativeKernels();
 if (!native) throw new Error("micro needs the native kernels");
 const k = native;
 
-const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 const bf16Weight = (out: number, inDim: number): Tensor => ({
   dtype: "BF16",
   shape: [out, inDim],

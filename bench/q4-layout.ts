@@ -15,6 +15,7 @@ import { loadNativeKernels, type NativeKernels } from "../src/backend/native-ker
 import type { LinearWeight } from "../src/backend/kernels.js";
 import { linearModeFor, SmolVLM } from "../src/smolvlm.js";
 import type { Idefics3Model } from "../src/model/idefics3.js";
+import { median } from "./decode-loop.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -24,7 +25,6 @@ const { values: v } = parseArgs({
   },
 });
 const repeats = Number(v.repeats);
-const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
 
 async function load(packed: boolean): Promise<{ model: Idefics3Model; kernels: NativeKernels }> {
   const kernels = loadNativeKernels();
