@@ -363,11 +363,8 @@ void linear_many(const float* x, size_t M, size_t K, const FloatLinear* parts, i
         avx512bf16::gemv_bf16_many(x, K, parts, count);
         return;
       }
-      const bool gemm = linear_bf16_native() && M > gemv_max_rows(isa);
-#else
-      const bool gemm = false;
 #endif
-      if (!gemm && M <= gemv_max_rows(isa)) {  // as linear(): the float32 kernel on rounded x
+      if (M <= gemv_max_rows(isa)) {  // as linear(): the float32 kernel on rounded x
         static thread_local std::vector<float> rounded;
         rounded.resize(M * K);
         round_to_bf16(x, M * K, rounded.data());
