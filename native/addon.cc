@@ -579,6 +579,7 @@ NAPI_MODULE_INIT() {
       {"copyAndRelease", nullptr, CopyAndRelease, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropFileCache", nullptr, DropFileCache, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"mapFile", nullptr, MapFile, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"settlePageCache", nullptr, SettlePageCache, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measurePeakFlops", nullptr, MeasurePeakFlops, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measureBandwidth", nullptr, MeasureBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"measureReadBandwidth", nullptr, MeasureReadBandwidth, nullptr, nullptr, nullptr, napi_default, nullptr},

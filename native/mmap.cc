@@ -18,6 +18,7 @@
 
 #ifndef _WIN32
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -184,6 +185,142 @@ napi_value MapFile(napi_env env, napi_callback_info info) {
   mappings.push_back(mapping);
   return buffer;
 #endif
+}
+
+namespace {
+// What settlePageCache found (mmap.h).
+struct CacheReport {
+  const char* state = "unknown";
+  int blocks = 0, small = 0, repaired = 0;
+};
+}  // namespace
+
+#ifdef __linux__
+namespace {
+
+// PAGEMAP_SCAN (Linux 6.7): which pages of a range this process maps, and whether with a huge
+// page. Declared here with the kernel's ABI, since system headers may predate it.
+struct PageRegion {
+  uint64_t start, end, categories;
+};
+struct PagemapScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages, category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PagemapScanArg);
+constexpr uint64_t kPageIsHuge = 1u << 6;
+constexpr int kMadvPopulateRead = 22;  // MADV_POPULATE_READ (Linux 5.14)
+
+enum class BlockPages { Huge, Small, Unknown };
+
+// Maps blocks [0, n) of a run of 2 MiB blocks of a mapFile mapping (reading in what the page cache
+// lacks), sets kinds[i] to whether a single huge page maps block i, and unmaps them again (the page
+// cache keeps them). One populate, scan and unmap per run: per block, they cost more than the
+// mapping itself where the cache is already right.
+bool map_and_classify(int pagemap, char* first, size_t n, BlockPages* kinds) {
+  const size_t bytes = n * kHugePage;
+  if (madvise(first, bytes, kMadvPopulateRead) != 0) return false;
+  std::vector<PageRegion> regions(n);  // huge pages in separate blocks are at most n regions
+  PagemapScanArg scan{};
+  scan.size = sizeof scan;
+  scan.start = reinterpret_cast<uint64_t>(first);
+  scan.end = scan.start + bytes;
+  scan.vec = reinterpret_cast<uint64_t>(regions.data());
+  scan.vec_len = n;
+  scan.category_mask = kPageIsHuge;  // report only the pages mapped huge
+  scan.return_mask = kPageIsHuge;
+  const long found = ioctl(pagemap, kPagemapScan, &scan);
+  madvise(first, bytes, MADV_DONTNEED);
+  if (found < 0) return false;
+  std::fill(kinds, kinds + n, BlockPages::Small);
+  for (long r = 0; r < found; r++) {
+    // A region is whole huge pages, so whole blocks of the aligned run.
+    for (uint64_t a = regions[r].start; a < regions[r].end; a += kHugePage) kinds[(a - scan.start) / kHugePage] = BlockPages::Huge;
+  }
+  return true;
+}
+
+// Drops one 2 MiB block of the file from the page cache (its dirty pages written out first) and
+// reads it back through the mapping: whether it now comes back as one huge folio.
+bool reread_block(int fd, int pagemap, char* addr, size_t b) {
+  const auto offset = static_cast<off_t>(b * kHugePage);
+  if (sync_file_range(fd, offset, kHugePage, SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0) return false;
+  if (posix_fadvise(fd, offset, kHugePage, POSIX_FADV_DONTNEED) != 0) return false;
+  BlockPages kind;
+  return map_and_classify(pagemap, addr + b * kHugePage, 1, &kind) && kind == BlockPages::Huge;
+}
+
+// See settlePageCache in mmap.h. addr is a mapFile mapping (2 MiB-aligned) of the file at path.
+CacheReport settle_page_cache(char* addr, size_t size, const std::string& path) {
+  CacheReport report;
+  const int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+  if (pagemap < 0) return report;
+  int fd = -1;
+  bool rereadHelps = true;  // until a block read back comes back small
+  constexpr size_t kRun = 32;  // blocks per populate (64 MiB mapped at a time)
+  const size_t blocks = size / kHugePage;
+  BlockPages kinds[kRun];
+  bool done = false;
+  for (size_t b0 = 0; b0 < blocks && !done; b0 += kRun) {
+    const size_t n = std::min(kRun, blocks - b0);
+    if (!map_and_classify(pagemap, addr + b0 * kHugePage, n, kinds)) break;
+    for (size_t i = 0; i < n && !done; i++) {
+      report.blocks++;
+      if (kinds[i] == BlockPages::Huge) continue;
+      if (rereadHelps && fd < 0) fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      rereadHelps = rereadHelps && fd >= 0 && reread_block(fd, pagemap, addr, b0 + i);
+      if (rereadHelps) {
+        report.repaired++;
+        continue;
+      }
+      report.small++;
+      // No block huge, and reading one back does not help: this filesystem (or this machine's
+      // free memory) makes no 2 MiB folios. Leave the rest to be read as it is used.
+      done = report.small == report.blocks && report.blocks >= 8;
+    }
+  }
+  if (done) report.state = "small";
+  else if (report.blocks == static_cast<int>(blocks) && blocks > 0) report.state = report.small * 8 > report.blocks ? "small" : report.repaired > 0 ? "repaired" : "huge";
+  if (fd >= 0) close(fd);
+  close(pagemap);
+  return report;
+}
+
+}  // namespace
+#endif
+
+napi_value SettlePageCache(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  size_t argc = 2;
+  napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+  char* data = nullptr;
+  size_t bytes = 0;
+  std::string path;
+  size_t len = 0;
+  if (argc < 2 || !typed_array_bytes(env, argv[0], &data, &bytes) || napi_get_value_string_utf8(env, argv[1], nullptr, 0, &len) != napi_ok) {
+    napi_throw_type_error(env, nullptr, "smolvlm native settlePageCache: expects the mapFile view of a whole file and its path");
+    return nullptr;
+  }
+  path.assign(len, '\0');
+  napi_get_value_string_utf8(env, argv[1], path.data(), len + 1, &len);
+  CacheReport r;
+#ifdef __linux__
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const Mapping* m = mapping_of(begin, begin + bytes);
+  if (m != nullptr && m->addr == data && m->size == bytes && begin % kHugePage == 0) r = settle_page_cache(data, bytes, path);
+#else
+  (void)data;
+  (void)bytes;
+#endif
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, r.state, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, out, "state", v);
+  const std::pair<const char*, int> counts[] = {{"blocks", r.blocks}, {"small", r.small}, {"repaired", r.repaired}};
+  for (const auto& [name, n] : counts) {
+    napi_create_int32(env, n, &v);
+    napi_set_named_property(env, out, name, v);
+  }
+  return out;
 }
 
 napi_value AllocPages(napi_env env, napi_callback_info info) {

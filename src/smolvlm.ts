@@ -7,7 +7,7 @@
  * loop (sampler, stop conditions, streamed text).
  */
 import { existsSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { SmolVLMError } from "./errors.js";
 import { loadModelConfig, parseGenerationConfig, readJsonFile, type GenerationDefaults, type ModelConfig } from "./io/config.js";
 import { WeightStore } from "./io/checkpoint.js";
@@ -201,6 +201,12 @@ export class SmolVLM {
     this.imageProcessor = ImageProcessor.fromModelDir(dir, kernels.resample);
     this.backend = { kernels: kernels.name, dtype, notice };
     const store = WeightStore.fromDir(dir, { quantize: isQuantScheme(dtype) ? dtype : undefined });
+    const repairs = store.pageCacheRepairs();
+    if (repairs.length > 0) {
+      const what = repairs.map((r) => `${basename(r.path)} (${Math.round((100 * r.repaired) / r.blocks)}%)`).join(", ");
+      const reread = `read ${what} back from disk into 2 MiB pages: the page cache held it in small ones, which load slower (once)`;
+      this.backend = { ...this.backend, notice: this.backend.notice ? `${this.backend.notice}; ${reread}` : reread };
+    }
     try {
       // The speed modes keep keys and values in bf16 (half the cache memory and traffic); f32 is
       // the parity mode and keeps them exact.

@@ -7,12 +7,12 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { copyAndRelease, dropFileCache, loadNativeKernels, nativeLoadError, nativeQuantize, releasePages, type NativeIsa } from "../src/backend/native-kernels.js";
+import { copyAndRelease, dropFileCache, loadNativeKernels, mapFile, nativeLoadError, nativeQuantize, releasePages, settlePageCache, type NativeIsa } from "../src/backend/native-kernels.js";
 import { f16ToF32 } from "../src/backend/dtype.js";
 import { encodeSafetensors, SafetensorsFile, type DType, type Tensor } from "../src/io/safetensors.js";
 import { QUANT_BLOCK, type QuantScheme, type QuantizedTensor } from "../src/quant/format.js";
@@ -360,6 +360,54 @@ describe("pages: allocPages, copyAndRelease, dropFileCache", { skip }, () => {
       assert.equal(dropFileCache(file), process.platform === "linux");
       assert.deepEqual(SafetensorsFile.open(file).read("w").data, w.data);
       assert.equal(dropFileCache(join(dir, "missing.safetensors")), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("settlePageCache", { skip }, () => {
+  test("reads a file just written back in 2 MiB folios where the kernel can, once, and leaves its bytes as they were", () => {
+    const dir = mkdtempSync(join(tmpdir(), "smolvlm-settle-"));
+    try {
+      const w = randomWeight("BF16", 10240, 1024, 11); // 20 MiB: 10 whole 2 MiB blocks
+      const bytes = encodeSafetensors({ w });
+      const file = join(dir, "w.safetensors");
+      // Written in small pieces, as a copy or a download writes: the page cache holds it in small folios.
+      const fd = openSync(file, "w");
+      for (let at = 0; at < bytes.length; at += 64 << 10) writeSync(fd, bytes, at, Math.min(64 << 10, bytes.length - at));
+      closeSync(fd);
+      const first = settlePageCache(new Uint8Array(mapFile(file)!), file)!;
+      assert.ok(["huge", "repaired", "small", "unknown"].includes(first.state), first.state);
+      if (process.platform !== "linux") assert.equal(first.state, "unknown");
+      if (first.state === "huge" || first.state === "repaired") {
+        assert.equal(first.blocks, Math.floor(bytes.length / (2 << 20)));
+        assert.ok(first.small * 8 <= first.blocks);
+        const second = settlePageCache(new Uint8Array(mapFile(file)!), file)!;
+        assert.deepEqual([second.state, second.repaired], ["huge", 0], "read back once: the next process finds it right");
+      }
+      const view = new Uint8Array(mapFile(file)!);
+      assert.ok(Buffer.from(view.buffer, view.byteOffset, view.byteLength).equals(Buffer.from(bytes)), "the file reads the same");
+      assert.deepEqual(SafetensorsFile.open(file).read("w").data, w.data);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("does nothing to memory that is not a whole mapFile mapping, and names bad arguments", () => {
+    const none = { state: "unknown", blocks: 0, small: 0, repaired: 0 };
+    assert.deepEqual(settlePageCache(new Uint8Array(4 << 20), "/nonexistent"), none);
+    const addon = rawAddon() as { settlePageCache(view: unknown, path: unknown): unknown };
+    assert.throws(() => addon.settlePageCache([1], "x"), /settlePageCache: expects the mapFile view of a whole file and its path/);
+    assert.throws(() => addon.settlePageCache(new Uint8Array(4), 3), /settlePageCache: expects the mapFile view/);
+  });
+
+  test("SafetensorsFile checks only files large enough to be streamed weights", () => {
+    const dir = mkdtempSync(join(tmpdir(), "smolvlm-settle-"));
+    try {
+      const file = join(dir, "w.safetensors");
+      writeFileSync(file, encodeSafetensors({ w: randomWeight("BF16", 64, 64, 12) }));
+      assert.equal(SafetensorsFile.open(file).pageCache, null);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

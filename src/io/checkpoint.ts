@@ -74,6 +74,11 @@ export class WeightStore {
     return this.files.map((f) => f.path);
   }
 
+  /** The weight files whose page cache was partly read back at open to get 2 MiB folios (settlePageCache), with how much. */
+  pageCacheRepairs(): { path: string; blocks: number; repaired: number }[] {
+    return this.files.flatMap((f) => (f.pageCache && f.pageCache.repaired > 0 ? [{ path: f.path, blocks: f.pageCache.blocks, repaired: f.pageCache.repaired }] : []));
+  }
+
   /** A tensor's stored dtype and shape, and the file that holds it, without reading its data. */
   info(name: string): { dtype: string; shape: readonly number[]; file: string } {
     const { key, file } = this.locate(name);

@@ -10,7 +10,7 @@
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { SmolVLMError } from "../errors.js";
-import { mapFile, copyAndRelease } from "../backend/native-kernels.js";
+import { mapFile, copyAndRelease, settlePageCache, type PageCacheReport } from "../backend/native-kernels.js";
 
 /**
  * Tensors smaller than this are copied out of a mapped file rather than viewed (see view): norms
@@ -124,6 +124,12 @@ interface TypedArrayKind<T> {
   readonly BYTES_PER_ELEMENT: number;
 }
 
+/**
+ * Files from this size up get their page cache checked at open (settlePageCache, about 16 ms per
+ * GB where it is already right): weight files this large are read in full by every request.
+ */
+const SETTLE_MIN_BYTES = 64 * 2 ** 20;
+
 /** A lazily-read safetensors file: the header is parsed at open, tensors are read on demand. */
 export class SafetensorsFile {
   readonly path: string;
@@ -131,11 +137,14 @@ export class SafetensorsFile {
   private readonly entries: Map<string, HeaderEntry>;
   private readonly dataStart: number;
   private readonly fileSize: number;
+  /** What settlePageCache found for a mapped file of at least SETTLE_MIN_BYTES; null otherwise. */
+  readonly pageCache: PageCacheReport | null;
 
-  private constructor(path: string, source: Source, fileSize: number) {
+  private constructor(path: string, source: Source, fileSize: number, pageCache: PageCacheReport | null = null) {
     this.path = path;
     this.source = source;
     this.fileSize = fileSize;
+    this.pageCache = pageCache;
     const { entries, dataStart } = parseHeader(source, path, fileSize);
     this.entries = entries;
     this.dataStart = dataStart;
@@ -152,8 +161,13 @@ export class SafetensorsFile {
     try {
       const size = fstatSync(fd).size;
       const mapped = size >= 8 && process.env.SMOLVLM_MMAP !== "0" ? mapFile(path) : null;
-      if (mapped) closeSync(fd); // the mapping keeps the file's pages reachable
-      return new SafetensorsFile(path, mapped ? { mapped: new Uint8Array(mapped) } : { fd }, size);
+      if (!mapped) return new SafetensorsFile(path, { fd }, size);
+      closeSync(fd); // the mapping keeps the file's pages reachable
+      const view = new Uint8Array(mapped);
+      // Before the header is read: the check unmaps what it maps, and no page may stay mapped
+      // if the cache is to be dropped.
+      const settle = size >= SETTLE_MIN_BYTES && process.env.SMOLVLM_PAGE_CACHE !== "keep";
+      return new SafetensorsFile(path, { mapped: view }, size, settle ? settlePageCache(view, path) : null);
     } catch (e) {
       try {
         closeSync(fd);
