@@ -4,13 +4,16 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModelConfig } from "../src/io/config.js";
 import { WeightStore } from "../src/io/checkpoint.js";
 import { Idefics3Model } from "../src/model/idefics3.js";
 import { tsKernels } from "../src/backend/ts-kernels.js";
+import { loadNativeKernels } from "../src/backend/native-kernels.js";
+import { encodeSafetensors, SafetensorsFile, type Tensor } from "../src/io/safetensors.js";
 import { argmax } from "../src/generation/sampler.js";
-import { fixturePath, readF32, readJson, relL2, TINY_MODELS } from "./helpers.js";
+import { fixturePath, randomArray, randomWeight, readF32, readJson, relL2, tempDir, TINY_MODELS } from "./helpers.js";
 
 export interface FixtureCase {
   model: string;
@@ -159,4 +162,33 @@ test("prefill chunks share one large buffer set, viewed at smaller sizes, withou
     }
     done += chunk;
   }
+});
+
+test("the vision weights' mapped pages, given back between images, read the same when the next image maps them again", () => {
+  // The tiny model with a wider vision MLP, so that fc1 and fc2 (3072 x 48 bf16, 288 KiB) stay
+  // views of the mapped file rather than copies (small tensors are copied out at load).
+  const dir = tempDir("vision-release");
+  const src = fixturePath("models", "tiny-bf16");
+  const config = readJson<{ vision_config: { intermediate_size: number } }>("models", "tiny-bf16", "config.json");
+  config.vision_config.intermediate_size = 3072;
+  writeFileSync(join(dir, "config.json"), JSON.stringify(config));
+  const file = SafetensorsFile.open(join(src, "model.safetensors"));
+  const tensors: Record<string, Tensor> = {};
+  for (const name of file.names()) tensors[name] = file.read(name);
+  for (let i = 0; i < 2; i++) {
+    const p = `model.vision_model.encoder.layers.${i}.mlp`;
+    tensors[`${p}.fc1.weight`] = randomWeight("BF16", 3072, 48, 10 + i);
+    tensors[`${p}.fc1.bias`] = { dtype: "F32", shape: [3072], data: randomArray(3072, 20 + i, 0.1) };
+    tensors[`${p}.fc2.weight`] = randomWeight("BF16", 48, 3072, 30 + i);
+  }
+  writeFileSync(join(dir, "model.safetensors"), encodeSafetensors(tensors));
+  file.close();
+  const store = WeightStore.fromDir(dir);
+  const model = new Idefics3Model(store, loadModelConfig(join(dir, "config.json")), loadNativeKernels() ?? tsKernels);
+  store.close();
+  const tile = { data: randomArray(3 * 512 * 512, 40), tiles: 1, size: 512 };
+  const before = model.encodeImages(tile);
+  const released = model.releaseVisionWeights();
+  if (loadNativeKernels()) assert.ok(released >= 2 * 2 * 3072 * 48 * 2 - 4 * 2 * 4096, `released ${released} bytes`);
+  assert.deepEqual(model.encodeImages(tile), before);
 });

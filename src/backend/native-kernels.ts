@@ -264,6 +264,17 @@ export function releasePages(view: ArrayBufferView): number {
 }
 
 /**
+ * releasePages for each array of a linear weight (a quantized one's codes, scales and minimums):
+ * the bytes given back, 0 for a weight that is not mapped from a file (a copy, a quantized-at-load
+ * weight).
+ */
+export function releaseWeightPages(w: LinearWeight): number {
+  let released = releasePages(w.data);
+  if ("scales" in w) released += releasePages(w.scales) + (w.mins ? releasePages(w.mins) : 0);
+  return released;
+}
+
+/**
  * dst <- src's bytes when src views a file mapped by mapFile, and the mapping's 2 MiB blocks around
  * src unmapped again (the page cache keeps them); false (dst untouched) otherwise or without the
  * addon. For small tensors (norms, biases): mapFile maps weights 2 MiB at a time where it can, so

@@ -5,6 +5,7 @@
  */
 import type { WeightStore } from "../io/checkpoint.js";
 import type { Kernels, LinearWeight } from "../backend/kernels.js";
+import { releaseWeightPages } from "../backend/native-kernels.js";
 
 export class Connector {
   readonly scaleFactor: number;
@@ -17,6 +18,11 @@ export class Connector {
     this.kernels = kernels;
     this.visionHidden = visionHidden;
     this.projection = store.getLinear("model.connector.modality_projection.proj.weight", [textHidden, visionHidden * scaleFactor * scaleFactor]);
+  }
+
+  /** Gives back the projection's mapped pages, as VisionEncoder.releaseWeights; the bytes given back. */
+  releaseWeights(): number {
+    return releaseWeightPages(this.projection);
   }
 
   /** [side*side, hidden] patch features of one tile -> [(side/s)², textHidden] image tokens. */

@@ -50,6 +50,14 @@ export class Idefics3Model {
     return out;
   }
 
+  /**
+   * Gives back the memory pages of the vision encoder's and connector's mapped weights, for when
+   * no image is waiting to be encoded (see VisionEncoder.releaseWeights). Returns the bytes.
+   */
+  releaseVisionWeights(): number {
+    return this.vision.releaseWeights() + this.connector.releaseWeights();
+  }
+
   /** `<image>` tokens among ids[0..end). */
   countImageSlots(ids: readonly number[], end = ids.length): number {
     const imageId = this.config.imageTokenId;
