@@ -44,18 +44,24 @@ size_t element_bytes(napi_typedarray_type type) {
   }
 }
 
+// v as a string; false (nothing thrown) when it is not one.
+bool string_value(napi_env env, napi_value v, std::string* out) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, nullptr, 0, &len) != napi_ok) return false;
+  out->assign(len, '\0');
+  napi_get_value_string_utf8(env, v, out->data(), len + 1, &len);
+  return true;
+}
+
 // The first argument as a path; throws and returns false when it is not a string.
 bool path_arg(napi_env env, napi_callback_info info, const char* fn, std::string* path) {
   napi_value argv[1];
   size_t argc = 1;
   napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], nullptr, 0, &len) != napi_ok) {
+  if (argc < 1 || !string_value(env, argv[0], path)) {
     napi_throw_type_error(env, nullptr, (std::string("smolvlm native ") + fn + ": expects a path").c_str());
     return false;
   }
-  path->assign(len, '\0');
-  napi_get_value_string_utf8(env, argv[0], path->data(), len + 1, &len);
   return true;
 }
 
@@ -295,13 +301,10 @@ napi_value SettlePageCache(napi_env env, napi_callback_info info) {
   char* data = nullptr;
   size_t bytes = 0;
   std::string path;
-  size_t len = 0;
-  if (argc < 2 || !typed_array_bytes(env, argv[0], &data, &bytes) || napi_get_value_string_utf8(env, argv[1], nullptr, 0, &len) != napi_ok) {
+  if (argc < 2 || !typed_array_bytes(env, argv[0], &data, &bytes) || !string_value(env, argv[1], &path)) {
     napi_throw_type_error(env, nullptr, "smolvlm native settlePageCache: expects the mapFile view of a whole file and its path");
     return nullptr;
   }
-  path.assign(len, '\0');
-  napi_get_value_string_utf8(env, argv[1], path.data(), len + 1, &len);
   CacheReport r;
 #ifdef __linux__
   const auto begin = reinterpret_cast<uintptr_t>(data);
