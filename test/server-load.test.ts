@@ -199,7 +199,12 @@ test("16 concurrent streaming clients, 3 disconnecting: the rest complete, /heal
       `server event loop delay max ${loop.max} ms, p99 ${loop.p99} ms`,
   );
   assert.ok(latencies.length >= 10, `polled ${latencies.length} times`);
-  assert.ok(maxLatency < 100, `/health took up to ${maxLatency.toFixed(1)} ms`);
+  // What the server controls is its event loop; a client's poll also waits on this test process
+  // (sixteen streams being parsed) and on the scheduler of a 2-core machine running both, which
+  // once in a while holds one poll for 100 ms.
+  assert.ok(loop.max < 100, `the server's event loop stalled for up to ${loop.max} ms`);
+  assert.ok(p50 < 50, `/health took ${p50.toFixed(1)} ms at the median`);
+  assert.ok(maxLatency < 250, `/health took up to ${maxLatency.toFixed(1)} ms`);
   // Live memory must come back almost exactly; RSS also carries the allocators' retained pages.
   assert.ok(afterLoad.live < idle.live + 4 * 1048576, `live memory ${mb(idle.live)} MB idle, ${mb(afterLoad.live)} MB after the load`);
   assert.ok(afterLoad.rss < idle.rss + 32 * 1048576, `rss ${mb(idle.rss)} MB idle, ${mb(afterLoad.rss)} MB after the load`);
