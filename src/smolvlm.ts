@@ -185,7 +185,11 @@ export class SmolVLM {
   readonly model: Idefics3Model;
   readonly engine: Engine;
   readonly loadMs: number;
-  /** The kernel backend in use ("native" or "typescript") and the arithmetic mode. */
+  /**
+   * The kernel backend in use ("native" or "typescript") and the arithmetic mode, and a one-line
+   * notice for the user where there is one (the TypeScript kernels in use; weights read back from
+   * disk into 2 MiB pages at load).
+   */
   readonly backend: { kernels: string; dtype: DTypeMode; notice?: string };
 
   private constructor(dir: string, options: LoadOptions) {
