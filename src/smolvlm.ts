@@ -175,6 +175,14 @@ function chooseKernels(options: LoadOptions, requested: DTypeMode | undefined): 
   return { kernels: native, dtype };
 }
 
+/** The notice for weight files read back into 2 MiB pages at load (settlePageCache), if any were. */
+function pageCacheNotice(store: WeightStore): string | undefined {
+  const repairs = store.pageCacheRepairs();
+  if (repairs.length === 0) return undefined;
+  const what = repairs.map((r) => `${basename(r.path)} (${Math.round((100 * r.repaired) / r.blocks)}%)`).join(", ");
+  return `read ${what} back from disk into 2 MiB pages: the page cache held it in small ones, which load slower (once)`;
+}
+
 export class SmolVLM {
   readonly dir: string;
   readonly config: ModelConfig;
@@ -203,14 +211,9 @@ export class SmolVLM {
     this.chatTemplate = ChatTemplate.fromModelDir(dir);
     const { kernels, dtype, notice } = chooseKernels(options, requestedDtype(options, this.config, dir));
     this.imageProcessor = ImageProcessor.fromModelDir(dir, kernels.resample);
-    this.backend = { kernels: kernels.name, dtype, notice };
     const store = WeightStore.fromDir(dir, { quantize: isQuantScheme(dtype) ? dtype : undefined });
-    const repairs = store.pageCacheRepairs();
-    if (repairs.length > 0) {
-      const what = repairs.map((r) => `${basename(r.path)} (${Math.round((100 * r.repaired) / r.blocks)}%)`).join(", ");
-      const reread = `read ${what} back from disk into 2 MiB pages: the page cache held it in small ones, which load slower (once)`;
-      this.backend = { ...this.backend, notice: this.backend.notice ? `${this.backend.notice}; ${reread}` : reread };
-    }
+    const notices = [notice, pageCacheNotice(store)].filter((n): n is string => n !== undefined);
+    this.backend = { kernels: kernels.name, dtype, notice: notices.length > 0 ? notices.join("; ") : undefined };
     try {
       // The speed modes keep keys and values in bf16 (half the cache memory and traffic); f32 is
       // the parity mode and keeps them exact.

@@ -9,7 +9,7 @@ import type { WeightStore } from "../io/checkpoint.js";
 import type { Tensor } from "../io/safetensors.js";
 import type { Kernels, LinearWeight } from "../backend/kernels.js";
 import { toFloat32 } from "../backend/dtype.js";
-import { releasePages, releaseWeightPages } from "../backend/native-kernels.js";
+import { releaseWeightPages } from "../backend/native-kernels.js";
 
 interface Linear {
   weight: LinearWeight;
@@ -114,7 +114,7 @@ export class VisionEncoder {
    * decoder works. Returns the bytes given back.
    */
   releaseWeights(): number {
-    let released = releasePages(this.patchEmbedding.weight.data);
+    let released = releaseWeightPages(this.patchEmbedding.weight);
     for (const l of this.layers) for (const w of [l.q, l.k, l.v, l.out, l.fc1, l.fc2]) released += releaseWeightPages(w.weight);
     return released;
   }
